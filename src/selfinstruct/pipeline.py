@@ -1,0 +1,154 @@
+"""The Python API: open a run directory and run the paper's stages on it.
+
+    run = Run.open("runs/demo", {"num_instructions": 20})
+    run.run_all()
+
+A run directory holds one SQLite database (the source of truth, see store.py) and the exported files.
+Opening an existing directory resumes it: its stored config is the base, and explicit settings may change
+only the keys that cannot change what was already generated (the target count, retries, timeouts...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfinstruct import config as cfg
+from selfinstruct.export import export
+from selfinstruct.lm import LM, create_backend
+from selfinstruct.lm.engine import Engine
+from selfinstruct.seeds import load_seed_tasks
+from selfinstruct.stages import Report, no_report
+from selfinstruct.stages.bootstrap import bootstrap
+from selfinstruct.stages.classify import classify
+from selfinstruct.stages.instances import generate_instances
+from selfinstruct.stages.prepare import prepare
+from selfinstruct.store import DB_NAME, Store
+
+# Keys a resumed run may change: none of them alters what the stored requests asked for.
+RESUMABLE_KEYS = {
+    "num_instructions",
+    "lm.max_retries",
+    "lm.timeout",
+    "lm.threads",
+    "lm.base_url",
+    "lm.max_consecutive_failures",
+    "prepare.max_instances_per_task",
+    "prepare.include_seed_tasks",
+}
+STAGES = ("bootstrap", "classify", "instances", "prepare")
+
+
+class RunError(RuntimeError):
+    """The run directory cannot be used as asked: the message says why and what to do."""
+
+
+def _resolve_config(
+    stored: cfg.Config | None, config_file: str | None, overrides: dict[str, Any], allow_config_change: bool
+) -> cfg.Config:
+    config = stored or cfg.Config()
+    if config_file:
+        config = cfg.load_toml(config_file, config)
+    config = cfg.from_dict(overrides, config)
+    if stored is not None and not allow_config_change:
+        before, after = cfg.flatten(stored.to_dict()), cfg.flatten(config.to_dict())
+        changed = sorted(k for k in after if before.get(k) != after[k] and k not in RESUMABLE_KEYS)
+        if changed:
+            details = "; ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed)
+            raise RunError(
+                f"this run directory was made with a different configuration ({details}). Resuming with it would "
+                "mix data from two settings. Use a new --out directory, or pass --allow-config-change to resume anyway."
+            )
+    return config
+
+
+@dataclass
+class Run:
+    store: Store
+    config: cfg.Config
+    lm: LM | None = None
+    _engine: Engine | None = None
+
+    @classmethod
+    def open(
+        cls,
+        out_dir: str | Path,
+        overrides: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        allow_config_change: bool = False,
+        lm: LM | None = None,
+    ) -> Run:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise RunError(f"{out} exists and is not a directory; choose another --out")
+        stored = None
+        if (out / DB_NAME).exists():
+            store = Store(out)
+            text = store.get_meta("config")
+            stored = cfg.from_dict(json.loads(text)) if text else None
+            store.close()
+        config = _resolve_config(stored, config_file, overrides or {}, allow_config_change)
+        # Validate the seed file before creating anything, so a bad file leaves nothing behind.
+        seeds = load_seed_tasks(config.seed_tasks) if stored is None else None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            store = Store(out)
+        except OSError as e:
+            raise RunError(f"cannot create the run directory {out}: {e.strerror or e}") from None
+        with store.transaction():
+            if seeds is not None:
+                store.add_seed_tasks(seeds)
+            store.set_meta("config", config.to_json())
+        return cls(store, config, lm)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            if self.lm is None:
+                self.lm = create_backend(self.config.lm, self.config.seed)
+            self._engine = Engine(
+                self.lm, self.store, self.config.lm.max_retries, self.config.lm.max_consecutive_failures
+            )
+        return self._engine
+
+    def bootstrap(self, report: Report = no_report) -> None:
+        bootstrap(self.config, self.store, self.engine, report)
+
+    def classify(self, report: Report = no_report) -> None:
+        classify(self.config, self.store, self.engine, report)
+
+    def instances(self, report: Report = no_report) -> None:
+        generate_instances(self.config, self.store, self.engine, report)
+
+    def prepare(self, report: Report = no_report) -> None:
+        prepare(self.config, self.store, report)
+
+    def export(self, output_dir: str | Path | None = None) -> dict[str, int]:
+        target = Path(output_dir) if output_dir else self.store.run_dir / "export"
+        return export(self.store, target, self.config.prepare.include_seed_tasks)
+
+    def run_all(self, report_for: dict[str, Report] | None = None) -> dict[str, int]:
+        report_for = report_for or {}
+        for stage in STAGES:
+            getattr(self, stage)(report_for.get(stage, no_report))
+        return self.export()
+
+    def summary(self) -> dict[str, Any]:
+        instances = self.store.instances()
+        machine = self.store.accepted("machine")
+        return {
+            "machine_instructions": len(machine),
+            "candidates": self.store.candidate_count(),
+            "rejected": self.store.reject_reasons(),
+            "classification": {
+                label: sum(1 for i in machine if i.classification == label) for label in ("yes", "no", "unknown", None)
+            },
+            "instances_kept": sum(1 for r in instances if r["verdict"] == "kept" and r["origin"] == "machine"),
+            "instances_dropped": sum(1 for r in instances if r["verdict"] == "dropped"),
+            "requests": self.store.request_stats(),
+        }
+
+    def close(self) -> None:
+        self.store.close()

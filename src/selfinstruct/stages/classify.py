@@ -1,0 +1,72 @@
+"""Stage 2 (§2.2): ask the LM whether each machine-written instruction is a classification task.
+
+Seed tasks carry their own flag and are not asked. An answer that is neither yes nor no is never counted as
+"No" (the paper's scripts did): it is retried, then recorded as unknown and reported. Retries sample at
+temperature 1, since a greedy decoder would only repeat the same unparseable answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from selfinstruct.config import Config
+from selfinstruct.lm import Completion
+from selfinstruct.lm.engine import Engine
+from selfinstruct.stages import Report, load_prompt, no_report
+from selfinstruct.store import Store
+
+STAGE = "classify"
+RETRY_TEMPERATURE = 1.0
+_ANSWER = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+
+
+def encode_prompt(prefix: str, instruction: str) -> str:
+    return f"{prefix}Task: {instruction.strip()}\nIs it classification?"
+
+
+def parse_answer(text: str) -> str | None:
+    """'yes', 'no', or None when the answer is neither."""
+    match = _ANSWER.match(text)
+    return match.group(1).lower() if match else None
+
+
+def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
+    prefix = load_prompt("classify.txt")
+    cfg = config.classify
+    todo = [i for i in store.accepted("machine") if i.classification is None]
+    counts = {"yes": 0, "no": 0, "unknown": 0, "failed": 0}
+    for done, instruction in enumerate(todo):
+        report(done, len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        prompt = encode_prompt(prefix, instruction.text)
+        label = None
+        failed = False
+        for attempt in range(cfg.max_attempts):
+            sampling = (
+                cfg.sampling
+                if attempt == 0
+                else dataclasses.replace(cfg.sampling, temperature=max(cfg.sampling.temperature, RETRY_TEMPERATURE))
+            )
+
+            def record(request_id: int, completion: Completion, instruction_id: int = instruction.id) -> None:
+                answer = parse_answer(completion.text)
+                if answer:  # stored with its response, in one transaction
+                    store.set_classification(instruction_id, answer)
+
+            completion = engine.request(
+                STAGE, prompt, sampling, sample_index=attempt, instruction_id=instruction.id, on_result=record
+            )
+            if completion is None:
+                failed = True  # left unclassified: the next run retries it
+                break
+            label = parse_answer(completion.text)
+            if label:
+                break
+        if failed:
+            counts["failed"] += 1
+        elif label is None:
+            store.set_classification(instruction.id, "unknown")
+            counts["unknown"] += 1
+        else:
+            counts[label] += 1
+    report(len(todo), len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    click.echo(f"error: {message}", err=True)  # plain: a path or a line number must never be wrapped
     sys.exit(2)
 
 

@@ -100,10 +100,9 @@ class Bootstrapper:
             report(min(len(self.machine), target), target, f"kept {rate:.0%} of {candidates}; {reasons}")
 
         progress()
-        # First the requests a killed run left in flight, or that failed: their prompts are already journaled.
+        # First the requests a killed run left in flight, or that failed: they are journaled and were meant to be
+        # sent, so they are all sent again (even past the target), and none is left unanswered.
         for request in self.store.unfinished_requests(STAGE):
-            if len(self.machine) >= target:
-                break
             self.engine.resend(request, self.judge)
             progress()
         while len(self.machine) < target:

@@ -1,0 +1,166 @@
+"""ROUGE-L must equal rouge_score's rougeL F1 exactly (the novelty filter compares with `>`), and the index."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rouge_score import rouge_scorer
+from rouge_score import tokenize as reference_tokenize
+
+from selfinstruct.similarity import SimilarityIndex, f1_from_lcs, rouge_l, tokenize
+
+SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def reference(a: str, b: str) -> float:
+    return SCORER.score(a, b)["rougeL"].fmeasure
+
+
+def ours(a: str, b: str) -> float:
+    return rouge_l(tokenize(a), tokenize(b))
+
+
+def assert_same_as_reference(a: str, b: str) -> None:
+    assert tokenize(a) == reference_tokenize.tokenize(a, None)
+    assert tokenize(b) == reference_tokenize.tokenize(b, None)
+    assert ours(a, b) == reference(a, b)
+    assert ours(b, a) == reference(b, a)
+
+
+EDGE_CASES = [
+    ("", ""),
+    ("", "a b c"),
+    ("...", "!!! ???"),
+    ("a", "a"),
+    ("a", "A."),
+    ("İ", "i"),  # lower() gives "i" + a combining dot
+    ("İstanbul is big", "istanbul is big"),
+    ("\u212a", "k"),  # the Kelvin sign lower-cases to an ASCII "k"
+    ("\u212aelvin scale", "kelvin scale"),
+    ("東京は日本の首都です", "東京 is the capital"),
+    ("naïve café résumé", "naive cafe resume"),
+    ("the the the the", "the"),
+    ("a b a b a b", "b a b a"),
+    ("a a a b b b c c c", "c b a c b a c b a"),
+    ("x1 y2 z3", "X1,Y2;Z3"),
+    ("don't stop", "don t stop"),
+    ("Give me 3 examples.", "Give me three examples."),
+    ("one two three four five six seven", "seven six five four three two one"),
+    ("Write a poem about the sea.", "Write a poem about the sky."),
+    ("\t\n  \r", " "),
+    ("ǅ ǆ", "dž"),
+    ("ΣΑΣ", "σας"),
+]
+
+
+@pytest.mark.parametrize("a, b", EDGE_CASES)
+def test_edge_cases_match_rouge_score_exactly(a, b):
+    assert_same_as_reference(a, b)
+
+
+def test_known_values():
+    assert ours("", "") == 0.0
+    assert ours("!!!", "!!!") == 0.0  # no tokens at all
+    assert ours("a b c", "a b c") == 1.0
+    assert ours("a b c d", "e f g h") == 0.0
+    # LCS 3 of 4 and 6 tokens: P = 3/6, R = 3/4, F1 = 0.6
+    assert ours("a b c d", "a x b y c z") == pytest.approx(0.6)
+
+
+def test_tokenize():
+    assert tokenize("Hello, World! It's 2024.") == ["hello", "world", "it", "s", "2024"]
+    assert tokenize("naïve") == ["na", "ve"]
+    assert tokenize("\u212a") == ["k"]
+    assert tokenize("東京") == []
+
+
+def test_f1_from_lcs_zero_cases():
+    assert f1_from_lcs(0, 0, 0) == 0.0
+    assert f1_from_lcs(0, 5, 7) == 0.0
+    assert f1_from_lcs(2, 2, 2) == 1.0
+
+
+# A small vocabulary (including case, punctuation and unicode variants) makes overlap and repeats common.
+VOCAB = ["the", "a", "cat", "Cat", "dog", "sat", "on", "mat", "write", "poem", "1", "42", "İ", "\u212a", "東京", "-", "?"]
+vocab_text = st.lists(st.sampled_from(VOCAB), max_size=25).map(" ".join)
+separators = st.sampled_from([" ", "  ", ", ", ".", "\n", "-", "_", "/"])
+mixed_text = st.lists(st.tuples(st.sampled_from(VOCAB), separators), max_size=25).map(
+    lambda pairs: "".join(word + sep for word, sep in pairs)
+)
+any_text = st.text(max_size=80)
+texts = st.one_of(any_text, vocab_text, mixed_text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, texts)
+def test_rouge_l_equals_rouge_score_exactly(a, b):
+    assert_same_as_reference(a, b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(vocab_text, vocab_text)
+def test_rouge_l_on_overlapping_texts(a, b):
+    assert_same_as_reference(a, b)
+    score = ours(a, b)
+    assert 0.0 <= score <= 1.0
+    assert score == ours(b, a)
+    if tokenize(a):
+        assert ours(a, a) == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(texts, max_size=8), texts)
+def test_index_scores_match_rouge_score(pool, query):
+    index = SimilarityIndex(pool)
+    assert len(index) == len(pool)
+    assert index.scores(query) == [reference(query, text) for text in pool]
+
+
+# --- SimilarityIndex ----------------------------------------------------------------------------
+
+
+def test_empty_index():
+    index = SimilarityIndex()
+    assert len(index) == 0
+    assert index.scores("anything at all") == []
+    assert index.top_k("anything at all", 3) == []
+    assert index.nearest("anything at all") is None
+
+
+def test_top_k_is_best_first_with_ties_in_insertion_order():
+    pool = [
+        "bake a chocolate cake",  # 0: shares "a" only
+        "write a short poem about the sea",  # 1: identical to the query
+        "write a poem about the sea",  # 2
+        "compose a short poem about the ocean",  # 3
+        "write a short poem about the sea",  # 4: a duplicate of 1, ties with it
+    ]
+    index = SimilarityIndex(pool)
+    query = "Write a short poem about the sea."
+    scores = index.scores(query)
+    assert len(scores) == len(pool)
+    assert scores == [reference(query, text) for text in pool]
+
+    top = index.top_k(query, 3)
+    assert [n.index for n in top] == [1, 4, 2]
+    assert [n.text for n in top] == [pool[1], pool[4], pool[2]]
+    assert top[0].score == top[1].score == 1.0
+    assert top[1].score >= top[2].score
+
+    everything = index.top_k(query, 10)
+    assert len(everything) == len(pool)
+    assert [n.score for n in everything] == sorted(scores, reverse=True)
+    assert everything[-1].index == 0
+
+    nearest = index.nearest(query)
+    assert nearest is not None
+    assert (nearest.index, nearest.text, nearest.score) == (1, pool[1], 1.0)
+
+
+def test_add_returns_the_position_and_updates_scores():
+    index = SimilarityIndex(["alpha beta gamma"])
+    assert index.add("delta epsilon") == 1
+    assert index.texts == ["alpha beta gamma", "delta epsilon"]
+    assert index.scores("delta epsilon") == [0.0, 1.0]
+    assert index.nearest("delta epsilon zeta").index == 1

@@ -38,10 +38,7 @@ def test_encode_prompt_numbers_the_instructions_and_opens_the_next_item():
 def test_encode_prompt_collapses_whitespace_and_strips_a_trailing_colon():
     prompt = encode_prompt(["  Rewrite the\nsentence\t in  the passive voice:  ", "Answer the question:"])
     assert prompt == (
-        "Come up with a series of tasks:\n"
-        "1. Rewrite the sentence in the passive voice\n"
-        "2. Answer the question\n"
-        "3."
+        "Come up with a series of tasks:\n1. Rewrite the sentence in the passive voice\n2. Answer the question\n3."
     )
 
 
@@ -222,9 +219,7 @@ def test_output_first_classification_blocks():
 
 
 def test_classification_without_any_label():
-    assert parse_instances(completion("Input: something"), classification=True) == [
-        ("", "", "no_class_label_marker")
-    ]
+    assert parse_instances(completion("Input: something"), classification=True) == [("", "", "no_class_label_marker")]
     assert parse_instances(completion("  \n"), classification=True) == []
 
 

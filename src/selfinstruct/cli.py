@@ -148,9 +148,9 @@ def _print_summary(run: Run) -> None:
         "ok",
         "failed",
         "pending",
-        "prompt tokens",
-        "completion tokens",
-        "LM seconds",
+        "tokens in",
+        "tokens out",
+        "LM s",
     ):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for r in s["requests"]:

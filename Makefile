@@ -18,8 +18,8 @@ demo: install
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions 20
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install lint
 	$(BIN)/pytest -q

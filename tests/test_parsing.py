@@ -319,3 +319,11 @@ def test_parse_then_judge_end_to_end():
         ("3 + 3", "6", "kept", ""),
         ("5 + 5", "1", "dropped", "truncated"),
     ]
+
+
+def test_input_first_without_example_lines_splits_at_each_input() -> None:
+    from selfinstruct.lm import Completion
+    from selfinstruct.stages.prepare import parse_instances
+
+    parsed = parse_instances(Completion("Input: a\nOutput: b\nInput: c\nOutput: d", "stop", 0, 0), False)
+    assert parsed == [("a", "b", ""), ("c", "d", "")]

@@ -291,12 +291,9 @@ def test_missing_file(tmp_path):
     assert str(path) in message and "not found" in message
 
 
-# --- known bugs (see the report): documented as strict xfails so they flip when fixed -------------
+# --- formerly bugs: line separators inside JSON strings, line breaks inside CSV fields ----------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="records.read_records splits JSONL with str.splitlines(), which splits on U+2028"
-)
 def test_jsonl_with_a_raw_line_separator_inside_a_string(tmp_path):
     path = tmp_path / "seeds.jsonl"
     row = {"instruction": "Greet the user\u2028politely.", "input": "", "output": "Hello!"}
@@ -305,7 +302,6 @@ def test_jsonl_with_a_raw_line_separator_inside_a_string(tmp_path):
     assert task.instruction == "Greet the user\u2028politely."
 
 
-@pytest.mark.xfail(strict=True, reason="records.read_records feeds csv lines without their line endings")
 def test_csv_multiline_quoted_output_keeps_its_newline(tmp_path):
     path = tmp_path / "seeds.csv"
     path.write_text('instruction,input,output\nWrite a two-line poem about rain.,,"Line one\nLine two"\n')

@@ -211,12 +211,14 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
 
 
 def load_toml(path: str | Path, base: Config | None = None) -> Config:
+    from selfinstruct.records import InputError, read_text
+
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        values = tomllib.loads(read_text(path))
+    except InputError as e:
+        raise ConfigError(f"config file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:
         return from_dict(values, base)

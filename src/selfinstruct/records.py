@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,8 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     text = read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        # newline="": quoted fields may span lines (code, poems) and keep their line breaks.
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames:
             raise InputError(f"{path}: the CSV file is empty; it needs a header row")
         for row in reader:
@@ -60,7 +62,8 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise InputError(f"{path}: item {i} is not a JSON object")
             yield i, row
         return
-    for line_no, line in enumerate(text.splitlines(), 1):
+    # Split on "\n" only: str.splitlines() also splits on U+2028 and friends, which JSON strings may hold raw.
+    for line_no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

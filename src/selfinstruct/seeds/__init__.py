@@ -72,7 +72,7 @@ def _parse(row: dict[str, Any], where: str, index: int) -> SeedTask:
                 )
             )
     else:  # flat row: instruction / input / output (Alpaca-style "response" accepted for output)
-        output_key = "output" if "output" in row else "response"
+        output_key = "response" if "response" in row and "output" not in row else "output"
         instances = [Instance(_text(row, "input", where, required=False), _text(row, output_key, where))]
     task_id = row.get("id", f"seed_task_{index}")
     return SeedTask(

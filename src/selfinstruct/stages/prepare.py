@@ -20,6 +20,7 @@ from selfinstruct.store import Store
 _EXAMPLE = re.compile(r"^[ \t]*Example[ \t]*\d+[ \t]*[:.]?[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _INPUT = re.compile(r"^[ \t]*Input[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _OUTPUT = re.compile(r"^[ \t]*Output[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_NEXT_INPUT = re.compile(r"(?=^[ \t]*Input[ \t]*:)", re.IGNORECASE | re.MULTILINE)
 _LABEL = re.compile(r"^[ \t]*Class[ \t]+label[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 # (input, output, problem): problem is "" when the text parsed cleanly.
@@ -53,7 +54,9 @@ def parse_instances(completion: Completion, classification: bool) -> list[Parsed
         if not blocks and head.strip():
             parsed = [("", "", "no_class_label_marker")]
     else:
-        blocks = [b for b in _EXAMPLE.split(text) if b.strip()]
+        # Instances are separated by "Example N" lines; a model that omits them still starts each one at a
+        # line-start "Input:", so a block is split there too.
+        blocks = [piece for b in _EXAMPLE.split(text) for piece in _NEXT_INPUT.split(b) if piece.strip()]
         parsed = [_parse_input_first(b) for b in blocks]
     if completion.finish_reason == "length" and parsed:
         # The last instance of a response cut off by max_tokens may be unfinished.

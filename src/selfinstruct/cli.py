@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from selfinstruct import dedup
 from selfinstruct.config import ConfigError
 from selfinstruct.lm import BackendError
 from selfinstruct.lm.engine import EndpointDown
@@ -240,6 +242,75 @@ def export_command(run_dir: str, output: str | None) -> None:
     counts = r.export(output)
     for name, n in counts.items():
         click.echo(f"{n:>7}  {name}")
+
+
+@cli.command("dedup")
+@click.argument("input_file", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option(
+    "--against",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Texts every row is also compared with (e.g. seed tasks); same --field. Never written out.",
+)
+@click.option("--field", default="instruction", show_default=True, help="The field (or CSV column) compared.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.7,
+    show_default=True,
+    help="A row is dropped when its ROUGE-L F1 to an earlier kept row is greater than this.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Kept rows, in input order; .json, .jsonl or .csv (default: JSON Lines on standard output).",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Dropped rows, each with max_rouge and the nearest kept text.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Choice(["rouge", "unicode"]),
+    default="rouge",
+    show_default=True,
+    help="rouge: rouge_score's, exactly (non-Latin text has no tokens and is never dropped); "
+    "unicode: Unicode words and CJK characters, for multilingual data.",
+)
+@_handle_errors
+def dedup_command(
+    input_file: str,
+    against: str | None,
+    field: str,
+    threshold: float,
+    output: str | None,
+    rejects: str | None,
+    tokenizer: str,
+) -> None:
+    """Drop near-duplicate rows with the Self-Instruct novelty filter (ROUGE-L, exact and fast).
+
+    INPUT is a JSON list, JSONL or CSV file. Example:
+
+        selfinstruct dedup data.json --against seeds.jsonl --output kept.jsonl --rejects dropped.jsonl
+    """
+    started = time.perf_counter()
+    rows, texts = dedup.read_field(input_file, field)
+    fixed = dedup.read_field(against, field)[1] if against else []
+    result = dedup.dedup(rows, texts, fixed, threshold, tokenizer)
+    if output:
+        dedup.write(result.kept, output)
+    else:
+        click.echo(dedup.render(result.kept, "stdout.jsonl"), nl=False)
+    if rejects:
+        dedup.write(result.rejected, rejects)
+    click.echo(
+        f"kept {len(result.kept)} of {len(rows)} rows, dropped {len(result.rejected)} "
+        f"(ROUGE-L > {threshold}) in {time.perf_counter() - started:.2f} s",
+        err=True,
+    )
 
 
 def main() -> None:

@@ -57,6 +57,9 @@ class BootstrapConfig:
     num_prompt_instructions: int = 8  # in-context instructions per prompt
     num_machine_instructions: int = 2  # of those, sampled from the machine-generated pool
     similarity_threshold: float = 0.7  # rejected when ROUGE-L F1 to the pool is strictly greater
+    # rouge: rouge_score's tokenizer, exactly (non-Latin text has no tokens, so it is never deduplicated);
+    # unicode: Unicode words and single CJK characters, for multilingual runs.
+    tokenizer: str = "rouge"
     min_words: int = 4
     max_words: int = 150
     sampling: Sampling = Sampling(
@@ -104,6 +107,7 @@ class Config:
             (self.num_instructions >= 1, "num_instructions must be at least 1"),
             (self.lm.backend in ("llamacpp", "openai"), "lm.backend must be 'llamacpp' or 'openai'"),
             (self.lm.api in ("completions", "chat"), "lm.api must be 'completions' or 'chat'"),
+            (self.bootstrap.tokenizer in ("rouge", "unicode"), "bootstrap.tokenizer must be 'rouge' or 'unicode'"),
             (self.lm.context_size >= 512, "lm.context_size must be at least 512"),
             (self.lm.max_retries >= 0, "lm.max_retries must be 0 or more"),
             (self.lm.timeout > 0, "lm.timeout must be positive"),

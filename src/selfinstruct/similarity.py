@@ -1,25 +1,64 @@
-"""ROUGE-L similarity with the same scores as `rouge_score` (rougeL, default tokenizer, no stemming).
+"""Exact, fast ROUGE-L novelty filtering: the same decisions as `rouge_score`, without its quadratic cost.
 
-Scores are bit-for-bit the reference's: the longest common subsequence is an exact integer (rapidfuzz's
-bit-parallel LCS over token sequences) and the F1 is then computed with the reference's own float formula,
-so the `> threshold` decision can never differ from rouge_score's, ties included.
+Scores. rouge_score's rougeL F1 (default tokenizer, no stemming) of token sequences of lengths m and n with
+longest common subsequence L is 2·P·R/(P+R), P = L/n, R = L/m. We compute L exactly (rapidfuzz's bit-parallel
+LCS, on strings in which every distinct token is one character) and then evaluate the reference's own float
+formula (`f1_from_lcs`), so every score equals the reference's bit for bit, and `score > threshold` can never
+decide differently, ties included.
+
+Speed. A pair can only score above threshold t if L >= need(m, n), the smallest integer with 2L >= t(m+n)
+(less a margin of 1e-9, so that every float tie stays a candidate). Since L <= min(m, n), that bounds the
+lengths a query can match. Since L is at most the overlap of the two token multisets, prefix filtering applies:
+view each text as a set of elements (the k-th repeat of a token is its own element), sort the elements by one
+global order, rarest first; two sets sharing at least `a` elements share one among the first |x|-a+1 of each.
+So each indexed item posts only its prefix (sized for the smallest overlap any partner could need), a query
+probes only with its own prefix, and a positional filter drops pairs whose first shared element comes too late
+to leave room for `need` shared elements. Only the surviving candidates get an LCS, all in one C++ call. Every
+item scoring above t survives the filters, so the result is exact.
+
+The global order is the elements' frequency in the corpus when it is known in advance (`sequential_filter`);
+a streaming index (the bootstrap stage) ranks elements by first sight, later taken as rarer: common words show
+up early, and any fixed order is correct, only slower.
 """
 
 from __future__ import annotations
 
-import heapq
+import math
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
-from rapidfuzz.distance import LCSseq
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel, LCSseq
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")
+# CJK ideographs, kana and Hangul are one token per character; other Unicode letters and digits form words.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_UNICODE_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")
+_MARGIN = 1e-9
+_LONGEST = 1 << 20  # in tokens: a bound on lengths for thresholds so low that any length could match
 
 
 def tokenize(text: str) -> list[str]:
-    """rouge_score's default tokenizer without stemming: lower-case, split on anything not [a-z0-9]."""
-    return _NON_ALNUM.sub(" ", text.lower()).split()
+    """rouge_score's default tokenizer without stemming: lower-case, split on anything not [a-z0-9].
+
+    Text in non-Latin scripts yields no tokens at all, so it scores 0 against everything (see
+    `tokenize_unicode`)."""
+    return _ALNUM_RUN.findall(text.lower())  # the same tokens as its sub("[^a-z0-9]+", " ").split()
+
+
+def tokenize_unicode(text: str) -> list[str]:
+    """Opt-in multilingual tokenizer: Unicode words, and each CJK character as a token. Identical to
+    `tokenize` on ASCII text apart from "_", which rouge_score treats as a separator and so does this."""
+    return _UNICODE_TOKEN.findall(text.lower())
+
+
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"rouge": tokenize, "unicode": tokenize_unicode}
 
 
 def f1_from_lcs(lcs: int, m: int, n: int) -> float:
@@ -31,11 +70,56 @@ def f1_from_lcs(lcs: int, m: int, n: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def rouge_l(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     """ROUGE-L F1 between two token sequences (symmetric)."""
     if not a or not b:
         return 0.0
     return f1_from_lcs(LCSseq.similarity(a, b), len(a), len(b))
+
+
+@lru_cache(maxsize=1 << 16)
+def need(m: int, n: int, threshold: float) -> int:
+    """The smallest LCS with which lengths m and n could score above `threshold` (at least 1)."""
+    return max(1, math.ceil((threshold - _MARGIN) * (m + n) / 2))
+
+
+@lru_cache(maxsize=65536)
+def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
+    """For a sequence of length m: the smallest overlap any partner needs (0: no partner can score above
+    threshold) and the range of partner lengths that can (lo, hi)."""
+    if m == 0 or need(m, m, threshold) > m:
+        return 0, 1, 0
+    lo = m
+    while lo > 1 and need(m, lo - 1, threshold) <= lo - 1:
+        lo -= 1
+    # The largest n with need(m, n) <= m is about 2m/t - m (unbounded as t nears 0); settle it exactly.
+    t = threshold - _MARGIN
+    hi = _LONGEST if t <= 0 else min(_LONGEST, max(m, int(2 * m / t) - m + 1))
+    while hi > m and need(m, hi, threshold) > m:
+        hi -= 1
+    return need(m, lo, threshold), lo, hi
+
+
+_WIDTH = 256  # lengths are looked up capped at _WIDTH - 1, which stands for "this long or longer"
+
+
+_EMPTY = array("q")
+_ROW_STARTS = np.arange(0, 1 << 24, _WIDTH, dtype=np.int64)  # i * _WIDTH for query positions i
+
+
+@lru_cache(maxsize=4096)
+def _position_table(m: int, threshold: float) -> np.ndarray:
+    """For a length-m query, a flat table indexed by i * _WIDTH + min(n, _WIDTH - 1): the last position j in
+    a length-n partner's prefix at which a first shared element, at position i of the query's, still leaves room
+    for need(m, n) shared elements (min(m - i, n - j) >= need); -1 where none does, or n is not feasible."""
+    _, lo, hi = _bounds(m, threshold)
+    table = np.full((m, _WIDTH), -1, dtype=np.int64)
+    for n in range(lo, min(hi, _WIDTH - 2) + 1):
+        needed = need(m, n, threshold)
+        table[: max(0, m - needed + 1), n] = n - needed
+    if hi >= _WIDTH - 1:
+        table[:, _WIDTH - 1] = 1 << 20  # capped lengths: always a candidate (the exact check decides)
+    return table.ravel()
 
 
 @dataclass(frozen=True)
@@ -45,32 +129,195 @@ class Neighbour:
     score: float
 
 
-class SimilarityIndex:
-    """The pool of instructions a candidate is compared against."""
+@dataclass(frozen=True)
+class Decision:
+    kept: bool
+    nearest: Neighbour | None = None  # for a reject: the most similar item, with its score
 
-    def __init__(self, texts: Iterable[str] = ()) -> None:
+
+class Prepared(NamedTuple):
+    """A text ready for the index: its code (one character per distinct token, so LCS over codes is LCS over
+    tokens), and its prefix: the ranks of its rarest elements, rarest first."""
+
+    code: str
+    prefix: list[int]
+
+
+class SimilarityIndex:
+    """Texts compared by ROUGE-L F1, with an exact and fast `find_similar(text)` for a fixed threshold."""
+
+    def __init__(self, texts: Iterable[str] = (), threshold: float = 0.7, tokenizer: str = "rouge") -> None:
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        self.threshold = threshold
+        self.tokenize = TOKENIZERS[tokenizer]
         self.texts: list[str] = []
-        self._tokens: list[list[str]] = []
+        self._codes: list[str] = []
+        self._length_list: list[int] = []
+        self._capped_lengths = np.zeros(1024, dtype=np.int64)  # for the vectorised filter
+        self._chars: dict[str, str] = {}  # token -> its character in codes
+        # Element -> rank; a higher rank is rarer. Without `fix_order`, ranks follow first sight (later is taken
+        # as rarer: common words show up early, so that approximates the frequency order).
+        self._ranks: dict[str, int] = {}
+        # Element rank -> packed (item << 8 | position of the element in the item's prefix).
+        self._postings: dict[int, array[int]] = {}
         for text in texts:
             self.add(text)
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def add(self, text: str) -> int:
+    def _code(self, tokens: list[str]) -> str:
+        chars = self._chars
+        for t in tokens:
+            if t not in chars:
+                n = len(chars) + 0x100  # skip the control characters and the surrogate block
+                chars[t] = chr(n if n < 0xD800 else n + 0x800)
+        return "".join([chars[t] for t in tokens])
+
+    @staticmethod
+    def _elements(code: str) -> list[str]:
+        """The text as a set: the k-th repeat of a token is the element char*k (k times the
+        character), so the size of the intersection
+        of two element sets is the overlap of the two token multisets. (Order does not matter: it is a set.)"""
+        if len(set(code)) == len(code):
+            return list(code)
+        seen: dict[str, int] = {}
+        elements = []
+        for c in code:
+            k = seen.get(c, 0) + 1
+            seen[c] = k
+            elements.append(c * k)
+        return elements
+
+    def _fix_order(self, element_lists: Iterable[list[str]]) -> None:
+        """Rank elements by their frequency in `element_lists` (e.g. a whole corpus about to be filtered): rare
+        elements first make postings short. Only on an empty index."""
+        assert not self.texts, "the order of an index that holds items cannot change"
+        counts = Counter(e for elements in element_lists for e in elements)
+        self._ranks = {element: rank for rank, (element, _) in enumerate(counts.most_common())}
+
+    def prepare(self, text: str, grow: bool = True) -> Prepared:
+        """`grow`: give elements never seen fresh ranks (needed to index the text; a query without it is
+        cheaper on a streaming index, and unseen elements cannot match anyway)."""
+        code = self._code(self.tokenize(text))
+        return self._prepare(code, self._elements(code), grow)
+
+    def _prepare(self, code: str, elements: list[str], grow: bool) -> Prepared:
+        overlap = _bounds(len(code), self.threshold)[0]
+        if not overlap:  # no partner can score above the threshold: nothing to post or probe
+            return Prepared(code, [])
+        ranks = self._ranks
+        if grow:
+            keys = [ranks.setdefault(e, len(ranks)) for e in elements]
+        else:
+            unseen = len(ranks)  # rarer than anything indexed
+            keys = [ranks.get(e, unseen) for e in elements]
+        keys.sort(reverse=True)
+        return Prepared(code, keys[: len(keys) - overlap + 1])
+
+    def add(self, text: str, prepared: Prepared | None = None) -> int:
+        code, prefix = prepared or self.prepare(text)
+        index = len(self.texts)
         self.texts.append(text)
-        self._tokens.append(tokenize(text))
-        return len(self.texts) - 1
+        self._codes.append(code)
+        self._length_list.append(len(code))
+        if index == len(self._capped_lengths):
+            self._capped_lengths = np.resize(self._capped_lengths, 2 * index)
+        self._capped_lengths[index] = min(len(code), _WIDTH - 1)
+        postings = self._postings
+        for position, rank in enumerate(prefix):
+            if rank not in postings:
+                postings[rank] = array("q")
+            postings[rank].append(index << 8 | min(position, 255))  # a capped position only loosens the bound
+        return index
+
+    def find_similar(self, text: str, prepared: Prepared | None = None) -> Decision:
+        """Whether `text` scores above the threshold against any item, and if so the most similar one."""
+        code, prefix = prepared or self.prepare(text, grow=False)
+        postings = self._postings
+        hits = [postings.get(rank, _EMPTY) for rank in prefix]
+        entries = b"".join(hits)
+        if not entries:
+            return Decision(True)
+        # Vectorised over every (query element at i, posted item with it at j) pair: the length filter and the
+        # positional filter. Both element lists are sorted by one global order, so at the first element two texts
+        # share, at most min(m - i, n - j) shared elements remain; a pair above the threshold needs `need`.
+        packed = np.frombuffer(entries, dtype=np.int64)
+        items = packed >> 8
+        rows = np.repeat(_ROW_STARTS[: len(hits)], list(map(len, hits)))
+        j_limit = _position_table(len(code), self.threshold)[rows + self._capped_lengths[items]]
+        candidates = list(set(items[(packed & 255) <= j_limit].tolist()))
+        if not candidates:
+            return Decision(True)
+        # One C++ pass finds the candidates near the threshold (Indel similarity is 2·LCS/(m+n), the F1 up to
+        # float rounding, hence the margin); only those get the exact score.
+        m, codes, lengths = len(code), self._codes, self._length_list
+        near = process.extract(
+            code,
+            [codes[c] for c in candidates],
+            scorer=Indel.normalized_similarity,
+            score_cutoff=max(0.0, self.threshold - _MARGIN),
+            limit=None,
+        )
+        if not near:
+            return Decision(True)
+        exact = sorted(
+            (-f1_from_lcs(LCSseq.similarity(code, codes[candidates[k]]), m, lengths[candidates[k]]), candidates[k])
+            for _, _, k in near
+        )
+        score, c = -exact[0][0], exact[0][1]  # the best; among equals, the earliest item
+        if score > self.threshold:
+            return Decision(False, Neighbour(c, self.texts[c], score))
+        return Decision(True)
+
+    def _scores(self, text: str) -> np.ndarray:
+        code = self._code(self.tokenize(text))
+        if not code or not self._codes:
+            return np.zeros(len(self._codes))
+        lcs = process.cdist([code], self._codes, scorer=LCSseq.similarity, dtype=np.int64)[0]
+        return _f1(lcs, len(code), np.asarray(self._length_list, dtype=np.float64))
 
     def scores(self, text: str) -> list[float]:
-        query = tokenize(text)
-        return [rouge_l(query, tokens) for tokens in self._tokens]
+        """The exact score against every item, in insertion order (one C++ pass over the index)."""
+        return self._scores(text).tolist()
 
     def top_k(self, text: str, k: int) -> list[Neighbour]:
-        """The k most similar items, best first (ties: earlier item first)."""
-        best = heapq.nlargest(k, enumerate(self.scores(text)), key=lambda item: (item[1], -item[0]))
-        return [Neighbour(i, self.texts[i], s) for i, s in best]
+        """The k most similar items, best first (ties: earlier item first). One C++ pass over the index."""
+        scores = self._scores(text)
+        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
+        return [Neighbour(int(i), self.texts[i], float(scores[i])) for i in order]
 
     def nearest(self, text: str) -> Neighbour | None:
         top = self.top_k(text, 1)
         return top[0] if top else None
+
+
+def _f1(lcs: np.ndarray, m: int, n: np.ndarray) -> np.ndarray:
+    """`f1_from_lcs` elementwise; numpy's IEEE double arithmetic gives the same bits as Python's."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = lcs / n
+        recall = lcs / m
+        f1 = 2 * precision * recall / (precision + recall)
+    return np.where(lcs > 0, f1, 0.0)
+
+
+def sequential_filter(
+    texts: Sequence[str], threshold: float = 0.7, against: Sequence[str] = (), tokenizer: str = "rouge"
+) -> list[Decision]:
+    """The Self-Instruct novelty filter: each text, in order, is kept when its ROUGE-L F1 to every `against`
+    text and to every text kept before it is at most `threshold`. One decision per text, in order."""
+    index = SimilarityIndex((), threshold, tokenizer)
+    codes = [index._code(index.tokenize(t)) for t in [*against, *texts]]
+    elements = [index._elements(code) for code in codes]
+    index._fix_order(elements)
+    prepared = [index._prepare(code, e, grow=True) for code, e in zip(codes, elements, strict=True)]
+    for text, p in zip(against, prepared, strict=False):
+        index.add(text, p)
+    decisions = []
+    for text, p in zip(texts, prepared[len(against) :], strict=True):
+        decision = index.find_similar(text, p)
+        if decision.kept:
+            index.add(text, p)
+        decisions.append(decision)
+    return decisions

@@ -69,21 +69,24 @@ class Bootstrapper:
         self.filters = instruction_filters(cfg.min_words, cfg.max_words)
         self.seeds = [i.text for i in store.accepted("seed")]
         self.machine = [i.text for i in store.accepted("machine")]
-        self.index = SimilarityIndex(self.seeds + self.machine)
+        self.index = SimilarityIndex(self.seeds + self.machine, cfg.similarity_threshold, cfg.tokenizer)
 
     def judge(self, request_id: int, completion: Completion) -> None:
         """Filter the candidates of one response and store each with its verdict (runs inside the
         transaction that stores the response)."""
-        threshold = self.config.bootstrap.similarity_threshold
         for position, text in enumerate(parse_instructions(completion)):
             keep, reason = check_instruction(text, self.filters)
-            top = self.index.top_k(text, NEIGHBOURS)
-            max_rouge = top[0].score if top else 0.0
-            nearest = top[0].text if top else None
-            if keep and max_rouge > threshold:
-                keep, reason = False, f"too_similar (ROUGE-L {max_rouge:.3f})"
-            neighbours = [(n.text, n.score) for n in top]
-            mean = sum(n.score for n in top) / len(top) if top else 0.0
+            max_rouge = nearest = neighbours = mean = None
+            if keep:
+                similar = self.index.find_similar(text)  # exact and fast; the pool includes this response's
+                if similar.nearest:
+                    keep, reason = False, f"too_similar (ROUGE-L {similar.nearest.score:.3f})"
+                    max_rouge, nearest = similar.nearest.score, similar.nearest.text
+                else:  # the paper's record of the most similar instructions, for accepted ones
+                    top = self.index.top_k(text, NEIGHBOURS)
+                    neighbours = [(n.text, n.score) for n in top]
+                    max_rouge, nearest = (top[0].score, top[0].text) if top else (0.0, None)
+                    mean = sum(n.score for n in top) / len(top) if top else 0.0
             self.store.add_candidate(text, request_id, position, keep, reason, max_rouge, nearest, neighbours, mean)
             if keep:
                 self.index.add(text)

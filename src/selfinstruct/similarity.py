@@ -262,9 +262,12 @@ class SimilarityIndex:
         )
         if not near:
             return Decision(True)
+        # `near` is sorted best first; only the items within float noise of the best can hold the exact maximum.
+        top = near[0][1] - _MARGIN
         exact = sorted(
             (-f1_from_lcs(LCSseq.similarity(code, codes[candidates[k]]), m, lengths[candidates[k]]), candidates[k])
-            for _, _, k in near
+            for _, score, k in near
+            if score >= top
         )
         score, c = -exact[0][0], exact[0][1]  # the best; among equals, the earliest item
         if score > self.threshold:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python compiles from source; the LLaVA part is not needed and costs about a minute.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint browser screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install lint
+# The report is tested in headless Chromium (Debian's package); as root, install it when missing.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed: the browser test will be skipped"
+
+test: install lint browser
 	$(BIN)/pytest -q
+
+# docs/report.png: the README's picture of `selfinstruct report` on the demo run.
+screenshot: demo browser
+	$(BIN)/selfinstruct report runs/demo --output runs/demo/report.html
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+		--disable-sync --no-first-run --user-data-dir=$$(mktemp -d) --hide-scrollbars \
+		--screenshot=docs/report.png --window-size=1280,2200 file://$$(pwd)/runs/demo/report.html
 
 clean:
 	rm -rf $(VENV) runs

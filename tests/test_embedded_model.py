@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -114,3 +115,31 @@ def test_sigkill_mid_bootstrap_and_mid_instances_then_resume(tmp_path: Path) -> 
     assert machine_instructions & {row["instruction"] for row in alpaca}
     clf = [json.loads(line) for line in (out / "export" / "is_clf_or_not.jsonl").read_text().splitlines()]
     assert len(clf) == len(texts) and all(r["is_classification"] in ("Yes", "No", "Unknown") for r in clf)
+
+    # The report of this real run has every section, and renders in headless Chromium when it is installed.
+    report = subprocess.run(
+        [sys.executable, "-m", "selfinstruct.cli", "report", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr
+    page = (out / "report.html").read_text()
+    for anchor in ("table1", "funnel", "distributions", "diversity", "requests-section", "instructions"):
+        assert f'id="{anchor}"' in page
+    chromium = shutil.which("chromium")
+    if chromium:
+        dom = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                (out / "report.html").as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert dom.returncode == 0 and dom.stdout.count("<rect") > 10 and 'id="verb-noun"' in dom.stdout

@@ -38,7 +38,7 @@ corpora = st.lists(texts, min_size=1, max_size=40)
 thresholds = st.sampled_from([0.0, 0.3, 0.5, 0.6, 0.7, 0.75, 0.8, 1.0])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(corpus=corpora, against=st.lists(texts, max_size=5), threshold=thresholds)
 def test_sequential_filter_decides_like_rouge_score(corpus: list[str], against: list[str], threshold: float) -> None:
     ours = sequential_filter(corpus, threshold, against)
@@ -71,6 +71,13 @@ def test_exact_tie_is_decided_like_the_reference() -> None:
     assert sequential_filter([a, b], 0.7)[1].kept == (reference <= 0.7)
     assert sequential_filter([a, b], reference)[1].kept  # equal to the threshold: kept
     assert not sequential_filter([a, b], reference - 1e-12)[1].kept
+
+
+def test_score_exactly_at_a_cutoff_is_not_lost() -> None:
+    # Found by hypothesis: rapidfuzz's own cutoff rounding dropped a pair scoring exactly the threshold, whose
+    # reference float score (0.8000000000000002) is above it.
+    assert SCORER.score("the the the the a", "the the the the the")["rougeL"].fmeasure > 0.8
+    assert not sequential_filter(["the the the the the"], 0.8, ["the the the the a"])[0].kept
 
 
 def test_unicode_tokenizer_deduplicates_cjk_and_other_scripts() -> None:

@@ -17,10 +17,13 @@ from rich.table import Table
 
 from selfinstruct import dedup
 from selfinstruct.config import ConfigError
+from selfinstruct.export import FORMATS, ExportError, atomic_write, push_to_hub
 from selfinstruct.lm import BackendError
 from selfinstruct.lm.engine import EndpointDown
 from selfinstruct.pipeline import STAGES, Run, RunError
 from selfinstruct.records import InputError
+from selfinstruct.report.html import render
+from selfinstruct.report.stats import compute
 from selfinstruct.stages import Report
 from selfinstruct.store import DB_NAME
 
@@ -37,7 +40,7 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (InputError, ConfigError, RunError, BackendError, EndpointDown) as e:
+        except (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError) as e:
             _fail(str(e))
         except KeyboardInterrupt:
             _fail("interrupted; everything answered so far is stored: run the same command to resume")
@@ -222,6 +225,12 @@ _stage_command("instances", "Stage 3: generate instances (output-first for class
 _stage_command("prepare", "Stage 4: parse and filter the instances (no LM calls; safe to re-run).")
 
 
+def _open_existing(run_dir: str) -> Run:
+    if not (Path(run_dir) / DB_NAME).exists():
+        raise RunError(f"{run_dir} is not a run directory (no {DB_NAME}); create one with `selfinstruct run`")
+    return Run.open(run_dir)
+
+
 @cli.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -230,18 +239,85 @@ _stage_command("prepare", "Stage 4: parse and filter the instances (no LM calls;
     default=None,
     help="Directory for the files (default: RUN_DIR/export).",
 )
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice([*FORMATS, "all"]),
+    multiple=True,
+    default=["all"],
+    show_default=True,
+    help="paper: the paper's jsonl files and prompt/completion fine-tuning data; alpaca: "
+    "alpaca_data.json; openai-chat: openai_chat.jsonl; sharegpt: sharegpt.json; hf: a datasets "
+    "directory (save_to_disk); parquet: data.parquet. Repeat the option for several. A dataset card "
+    "README.md is always written.",
+)
+@click.option(
+    "--push-to-hub",
+    "repo",
+    default=None,
+    metavar="REPO",
+    help="Also upload the dataset and its card to this Hugging Face Hub repository (token from HF_TOKEN).",
+)
 @_handle_errors
-def export_command(run_dir: str, output: str | None) -> None:
-    """Write the paper's files, the fine-tuning JSONL and Alpaca JSON from RUN_DIR.
+def export_command(run_dir: str, output: str | None, formats: tuple[str, ...], repo: str | None) -> None:
+    """Write RUN_DIR's data for fine-tuning stacks.
 
-    Example: selfinstruct export runs/demo --output data/
+    Example: selfinstruct export runs/demo --output data/ --format alpaca --format openai-chat
     """
-    if not (Path(run_dir) / DB_NAME).exists():
-        raise RunError(f"{run_dir} is not a run directory (no {DB_NAME}); create one with `selfinstruct run`")
-    r = Run.open(run_dir)
-    counts = r.export(output)
+    r = _open_existing(run_dir)
+    counts = r.export(output, FORMATS if "all" in formats else formats)
     for name, n in counts.items():
         click.echo(f"{n:>7}  {name}")
+    if repo:
+        click.echo(f"pushed to {push_to_hub(r.store, repo, r.config.prepare.include_seed_tasks)}")
+
+
+@cli.command("stats")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@_handle_errors
+def stats_command(run_dir: str) -> None:
+    """Print the paper's Table 1 and the filter funnels for RUN_DIR.
+
+    Example: selfinstruct stats runs/demo
+    """
+    stats = compute(_open_existing(run_dir).store)
+    out = Console()
+    table1 = Table(title="Statistics (the paper's Table 1)")
+    table1.add_column("")
+    table1.add_column("value", justify="right")
+    for key, value in stats.table1.items():
+        table1.add_row(key, f"{value:,.1f}" if isinstance(value, float) else f"{value:,}")
+    out.print(table1)
+    for title, funnel, unit, kept in (
+        ("Instruction funnel", stats.instruction_funnel, "candidates", "accepted"),
+        ("Instance funnel", stats.instance_funnel, "parsed instances", "kept"),
+    ):
+        table = Table(title=title)
+        table.add_column("step")
+        table.add_column("count", justify="right")
+        table.add_row(unit, f"{funnel.total:,}")
+        for reason, n in funnel.dropped.items():
+            table.add_row(f"dropped: {reason}", f"{n:,}")
+        table.add_row(kept, f"{funnel.kept:,}", style="bold")
+        out.print(table)
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--output", type=click.Path(dir_okay=False), default=None, help="The HTML file (default: RUN_DIR/report.html)."
+)
+@_handle_errors
+def report_command(run_dir: str, output: str | None) -> None:
+    """Write a self-contained HTML report of RUN_DIR (opens offline): Table 1, funnels, distributions,
+    verb-noun diversity, request statistics and a searchable table of every candidate.
+
+    Example: selfinstruct report runs/demo --output report.html
+    """
+    r = _open_existing(run_dir)
+    target = Path(output) if output else r.store.run_dir / "report.html"
+    atomic_write(target, render(r.store))
+    click.echo(f"wrote {target}")
 
 
 @cli.command("dedup")

@@ -11,6 +11,7 @@ only the keys that cannot change what was already generated (the target count, r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,12 @@ class Run:
     def prepare(self, report: Report = no_report) -> None:
         prepare(self.config, self.store, report)
 
-    def export(self, output_dir: str | Path | None = None) -> dict[str, int]:
+    def export(
+        self, output_dir: str | Path | None = None, formats: Iterable[str] = ("paper", "alpaca")
+    ) -> dict[str, int]:
+        """Write the chosen export formats (see export.FORMATS) into output_dir (default RUN_DIR/export)."""
         target = Path(output_dir) if output_dir else self.store.run_dir / "export"
-        return export(self.store, target, self.config.prepare.include_seed_tasks)
+        return export(self.store, target, self.config.prepare.include_seed_tasks, formats)
 
     def run_all(self, report_for: dict[str, Report] | None = None) -> dict[str, int]:
         report_for = report_for or {}

@@ -257,7 +257,9 @@ class SimilarityIndex:
             code,
             [codes[c] for c in candidates],
             scorer=Indel.normalized_similarity,
-            score_cutoff=max(0.0, self.threshold - _MARGIN),
+            # rapidfuzz turns a normalised cutoff into an integer distance with rounding that can drop a pair
+            # exactly at the cutoff (0.8 with cutoff 0.8), so the cutoff sits well below the threshold.
+            score_cutoff=max(0.0, self.threshold - 1e-6),
             limit=None,
         )
         if not near:

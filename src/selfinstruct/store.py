@@ -393,6 +393,23 @@ class Store:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def candidate_rows(self) -> list[dict[str, Any]]:
+        """Every machine-written candidate, accepted or not, in the order it was judged."""
+        rows = self._db.execute(
+            "SELECT id, text, verdict, reason, max_rouge, nearest, classification FROM instructions"
+            " WHERE origin = 'machine' ORDER BY id"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def latencies(self) -> dict[str, list[float]]:
+        """Seconds per answered request, by stage."""
+        out: dict[str, list[float]] = {}
+        for stage, latency in self._db.execute(
+            "SELECT stage, latency FROM requests WHERE latency IS NOT NULL AND status = 'ok' ORDER BY id"
+        ):
+            out.setdefault(stage, []).append(latency)
+        return out
+
     # --- instances ------------------------------------------------------------------------------
 
     def instance_responses(self) -> list[tuple[Instruction, Request]]:

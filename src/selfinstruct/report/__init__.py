@@ -1,0 +1,1 @@
+"""Analyses and the HTML report of a run."""

@@ -1,0 +1,108 @@
+"""The paper's analyses of a run (§3.2): Table 1, the filter funnel, length and similarity distributions,
+verb-noun diversity, and request statistics. Pure functions of the run store, shared by `selfinstruct stats`,
+the HTML report and the dataset card."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfinstruct.similarity import SimilarityIndex
+from selfinstruct.store import Store
+
+EXAMPLES_PER_REASON = 3
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def _mean(values: list[int]) -> float:
+    return statistics.fmean(values) if values else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Funnel:
+    total: int
+    kept: int
+    dropped: dict[str, int]  # reason -> count, largest first
+    examples: dict[str, list[str]]  # reason -> a few dropped texts
+
+
+@dataclass
+class RunStats:
+    table1: dict[str, float]
+    instruction_funnel: Funnel
+    instance_funnel: Funnel
+    seed_similarity: list[float]  # each accepted instruction's highest ROUGE-L against the seeds
+    instruction_lengths: list[int]
+    input_lengths: list[int]  # non-empty inputs
+    output_lengths: list[int]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str) -> Funnel:
+    dropped: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for row in rows:
+        if row["verdict"] == kept_value:
+            continue
+        reason = (row["reason"] or "unknown").split(" (")[0]
+        dropped[reason] += 1
+        if len(examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
+            examples[reason].append(row[text_key])
+    kept = sum(1 for row in rows if row["verdict"] == kept_value)
+    return Funnel(len(rows), kept, dict(dropped.most_common()), examples)
+
+
+def request_stats(store: Store) -> list[dict[str, Any]]:
+    latencies = store.latencies()
+    rows = []
+    for r in store.request_stats():
+        seconds = latencies.get(r["stage"], [])
+        rows.append(
+            {**r, "p50": percentile(seconds, 50), "p90": percentile(seconds, 90), "p99": percentile(seconds, 99)}
+        )
+    return rows
+
+
+def compute(store: Store) -> RunStats:
+    machine = store.accepted("machine")
+    instances = [r for r in store.instances() if r["origin"] == "machine"]
+    kept = [r for r in instances if r["verdict"] == "kept"]
+    table1 = {
+        "instructions": len(machine),
+        "classification instructions": sum(1 for i in machine if i.classification == "yes"),
+        "non-classification instructions": sum(1 for i in machine if i.classification == "no"),
+        "instructions with unknown classification": sum(1 for i in machine if i.classification == "unknown"),
+        "instances": len(kept),
+        "instances with empty input": sum(1 for r in kept if not r["input"].strip()),
+        "mean instruction length (words)": _mean([words(i.text) for i in machine]),
+        "mean non-empty input length (words)": _mean([words(r["input"]) for r in kept if r["input"].strip()]),
+        "mean output length (words)": _mean([words(r["output"]) for r in kept]),
+    }
+    seeds = SimilarityIndex(i.text for i in store.accepted("seed"))
+    seed_similarity = [(seeds.nearest(i.text).score if len(seeds) else 0.0) for i in machine]
+    return RunStats(
+        table1=table1,
+        instruction_funnel=_funnel(store.candidate_rows(), "accepted", "text"),
+        instance_funnel=_funnel(instances, "kept", "output"),
+        seed_similarity=seed_similarity,
+        instruction_lengths=[words(i.text) for i in machine],
+        input_lengths=[words(r["input"]) for r in kept if r["input"].strip()],
+        output_lengths=[words(r["output"]) for r in kept],
+        requests=request_stats(store),
+    )

@@ -38,6 +38,7 @@ def test_full_run_records_every_verdict_and_exports(tmp_path: Path, scripted: Sc
     assert rejected, "the scripted LM writes some invalid instructions"
     assert all(reason for (reason,) in rejected)
     assert {r.split(" (")[0] for (r,) in rejected} <= {"keyword", "too_short", "too_similar"}
+    assert rows(tmp_path, "SELECT COUNT(*) FROM instructions WHERE origin='machine' AND max_rouge IS NULL") == [(0,)]
 
     # Every accepted instruction is at most 0.7 from every seed and every instruction accepted before it.
     pool = [t for (t,) in rows(tmp_path, "SELECT text FROM instructions WHERE origin='seed' ORDER BY id")]
@@ -142,12 +143,19 @@ def test_failed_requests_are_recorded_and_retried_on_resume(tmp_path: Path) -> N
 def test_endpoint_down_stops_the_run_resumably(tmp_path: Path) -> None:
     from selfinstruct.lm.engine import EndpointDown
 
+    # Unreachable from the start: stop at the first failed request instead of backing off ten times.
     down = ScriptedLM(fail=lambda prompt, n: BackendError("connection refused"))
     run = open_run(tmp_path, down, num_instructions=4)
     run.engine.backoff = 0.0
+    with pytest.raises(EndpointDown, match="the first request failed after 4 attempts.*connection refused"):
+        run.bootstrap()
+    # Goes down after answering: stop after 10 failed requests in a row.
+    flaky = ScriptedLM(fail=lambda prompt, n: BackendError("HTTP 503") if n > 1 else None)
+    run = open_run(tmp_path, flaky, num_instructions=40)
+    run.engine.backoff = 0.0
     with pytest.raises(EndpointDown, match="10 requests in a row failed"):
         run.bootstrap()
-    open_run(tmp_path, ScriptedLM(), num_instructions=4).bootstrap()
+    open_run(tmp_path, ScriptedLM(), num_instructions=40).bootstrap()
     assert rows(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]
 
 

@@ -200,6 +200,7 @@ def run(**options: Any) -> None:
     Example: selfinstruct run --out runs/demo --num-instructions 20
     """
     r = _open(**options)
+    r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
     with _progress() as for_stage:
         counts = r.run_all({stage: for_stage(stage) for stage in STAGES})
     _print_summary(r)
@@ -211,6 +212,8 @@ def _stage_command(stage: str, help_text: str) -> None:
     @_handle_errors
     def command(**options: Any) -> None:
         r = _open(**options)
+        if stage != "prepare":  # prepare makes no LM call
+            r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
         with _progress() as for_stage:
             getattr(r, stage)(for_stage(stage))
         _print_summary(r)

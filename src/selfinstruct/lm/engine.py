@@ -50,6 +50,7 @@ class Engine:
         self.max_consecutive_failures = max_consecutive_failures
         self.backoff = backoff
         self.failures = 0  # consecutive
+        self.answered = 0  # requests answered by the backend in this process
         self._sleep = sleep
         # An audit trail outside the database, for tests that must prove no stored request is re-sent.
         self._send_log = os.environ.get("SELFINSTRUCT_SEND_LOG")
@@ -111,10 +112,15 @@ class Engine:
                 if not e.retryable or attempt >= self.max_retries:
                     self.store.fail_request(request_id, str(e), latency)
                     self.failures += 1
-                    if self.failures >= self.max_consecutive_failures:
+                    # Stop when the endpoint keeps failing, and at once when it has not answered even once
+                    # (an unreachable endpoint at start-up should not cost ten rounds of backoff).
+                    if self.failures >= self.max_consecutive_failures or not self.answered:
+                        what = (
+                            f"{self.failures} requests in a row failed" if self.answered else "the first request failed"
+                        )
                         raise EndpointDown(
-                            f"{self.failures} requests in a row failed; the last error: {e}. "
-                            "Fix the cause and run the same command again: the run resumes where it stopped."
+                            f"{what} after {attempt + 1} attempts; the last error: {str(e).rstrip('.')}. Fix the cause "
+                            "and run the same command again: the run resumes where it stopped."
                         ) from e
                     return None
                 self.store.count_attempt(request_id, str(e))
@@ -124,6 +130,7 @@ class Engine:
                 continue
             latency = time.perf_counter() - started
             self.failures = 0
+            self.answered += 1
             with self.store.transaction():
                 self.store.finish_request(request_id, completion, latency)
                 if on_result:

@@ -87,6 +87,9 @@ class Bootstrapper:
                     neighbours = [(n.text, n.score) for n in top]
                     max_rouge, nearest = (top[0].score, top[0].text) if top else (0.0, None)
                     mean = sum(n.score for n in top) / len(top) if top else 0.0
+            else:  # rejected by a text filter: still record how close it came to the pool
+                closest = self.index.nearest(text)
+                max_rouge, nearest = (closest.score, closest.text) if closest else (0.0, None)
             self.store.add_candidate(text, request_id, position, keep, reason, max_rouge, nearest, neighbours, mean)
             if keep:
                 self.index.add(text)

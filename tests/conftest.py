@@ -6,8 +6,6 @@ llama.cpp model end to end.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,17 +13,10 @@ from pathlib import Path
 import pytest
 
 from selfinstruct.config import Sampling
+from selfinstruct.devserver import scripted_completion
 from selfinstruct.lm import BackendError, Completion
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-# A vocabulary of unrelated words, so random instructions rarely overlap (ROUGE-L stays low).
-VOCAB = [
-    f"{a}{b}"
-    for a in ("ka", "lo", "mi", "ne", "pu", "ra", "si", "to", "vu", "ze")
-    for b in ("bar", "cen", "dor", "fis", "gol", "hun", "jat", "kem", "lup", "mox", "nid", "pav", "qor", "ruz")
-]
-VERBS = ["Describe", "Explain", "Summarize", "List", "Compare", "Suggest", "Rewrite", "Classify"]
 
 
 class Interrupt(BaseException):
@@ -56,36 +47,8 @@ class ScriptedLM:
         self.calls[(prompt, seed)] += 1
         if self.fail and (error := self.fail(prompt, self.sent)):
             raise error
-        rng = random.Random(int(hashlib.sha256(f"{prompt}{seed}".encode()).hexdigest()[:12], 16))
-        if prompt.startswith("Come up with a series of tasks:"):
-            return Completion(self._instructions(rng), "stop", 100, 60)
-        if prompt.endswith("Is it classification?"):
-            answer = self.classify_answer or rng.choice([" Yes", " No", " No"])
-            return Completion(answer, "stop", 500, 1)
-        if "Class label:" in prompt.split("\n", 1)[0] + prompt[:400]:
-            return Completion(
-                "Class label: Alpha\nInput: first thing\nClass label: Beta\nInput: second thing\n", "stop", 600, 20
-            )
-        return Completion(
-            "Example 1\nInput: some input\nOutput: some output\nExample 2\nInput: another input\n"
-            "Output: another output\n",
-            "stop",
-            600,
-            30,
-        )
-
-    @staticmethod
-    def _instructions(rng: random.Random) -> str:
-        items = []
-        for _ in range(rng.randint(2, 5)):
-            kind = rng.random()
-            if kind < 0.1:
-                items.append("Draw a picture of a cat.")  # keyword filter
-            elif kind < 0.15:
-                items.append("Too short.")
-            else:
-                items.append(f"{rng.choice(VERBS)} the {' '.join(rng.sample(VOCAB, 7))}.")
-        return " " + "\n".join(f"{item}" if i == 0 else f"{9 + i}. {item}" for i, item in enumerate(items))
+        text, finish = scripted_completion(prompt, seed, self.classify_answer)
+        return Completion(text, finish, len(prompt.split()), len(text.split()))
 
 
 @pytest.fixture

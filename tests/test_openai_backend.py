@@ -1,106 +1,45 @@
-"""The OpenAI-compatible backend over real HTTP, against a small server on 127.0.0.1 run by the test."""
+"""The OpenAI-compatible backend over real HTTP, against the project's dev server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
-import threading
+import sqlite3
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ScriptedLM
 
-from selfinstruct.config import Sampling
+from selfinstruct.devserver import DevServer, ServerConfig
 from selfinstruct.pipeline import Run
 from selfinstruct.store import DB_NAME
 
 SECRET = "sk-test-secret-0123456789"
 
 
-class Endpoint:
-    """Answers /v1/completions and /v1/chat/completions with the scripted LM; `faults` are served first."""
-
-    def __init__(self) -> None:
-        self.lm = ScriptedLM()
-        self.faults: list[int] = []
-        self.bodies: list[dict] = []
-        self.auth: list[str] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.bodies.append(body)
-                endpoint.auth.append(self.headers.get("Authorization", ""))
-                if endpoint.faults:
-                    status = endpoint.faults.pop(0)
-                    payload = json.dumps({"error": {"message": f"injected {status}"}}).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                chat = self.path.endswith("/chat/completions")
-                prompt = body["messages"][0]["content"] if chat else body["prompt"]
-                completion = endpoint.lm.complete(prompt, Sampling(), body.get("seed", 0))
-                choice = {"index": 0, "finish_reason": completion.finish_reason, "logprobs": None}
-                if chat:
-                    choice["message"] = {"role": "assistant", "content": completion.text}
-                else:
-                    choice["text"] = completion.text
-                payload = json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion" if chat else "text_completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [choice],
-                        "usage": {
-                            "prompt_tokens": completion.prompt_tokens,
-                            "completion_tokens": completion.completion_tokens,
-                            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-                        },
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-
 @pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    ep = Endpoint()
-    thread = threading.Thread(target=ep.server.serve_forever, daemon=True)
-    thread.start()
-    yield ep
-    ep.server.shutdown()
-    ep.server.server_close()
+def endpoint() -> Iterator[DevServer]:
+    with DevServer() as server:
+        yield server
+
+
+def openai_config(server: DevServer, **lm: object) -> dict:
+    return {"lm": {"backend": "openai", "model": "tiny", "base_url": server.base_url, **lm}}
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path / DB_NAME) as db:
+        return db.execute(sql).fetchall()
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
-def test_pipeline_over_http(tmp_path: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch, api: str) -> None:
+def test_pipeline_over_http(tmp_path: Path, endpoint: DevServer, monkeypatch: pytest.MonkeyPatch, api: str) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    config = {
-        "num_instructions": 4,
-        "lm": {"backend": "openai", "model": "tiny", "base_url": endpoint.base_url, "api": api},
-    }
-    run = Run.open(tmp_path, config)
+    run = Run.open(tmp_path, {"num_instructions": 4, **openai_config(endpoint, api=api)})
     run.run_all()
     assert run.store.count_accepted_machine() >= 4
-    first = endpoint.bodies[0]
+    headers, first = endpoint.received[0]
     assert first["temperature"] == 0.7 and first["top_p"] == 0.5 and first["presence_penalty"] == 2.0
     assert first["max_tokens"] == 1024 and first["stop"] == ["\n\n", "\n16", "16.", "16 ."]
-    assert all(a == f"Bearer {SECRET}" for a in endpoint.auth)
+    assert all(h.get("authorization") == f"Bearer {SECRET}" for h, _ in endpoint.received)
     run.close()
     # The key is never written anywhere in the run directory.
     for path in tmp_path.rglob("*"):
@@ -108,20 +47,50 @@ def test_pipeline_over_http(tmp_path: Path, endpoint: Endpoint, monkeypatch: pyt
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_server_errors_are_retried_then_recorded(tmp_path: Path, endpoint: Endpoint) -> None:
-    config = {"num_instructions": 2, "lm": {"backend": "openai", "model": "tiny", "base_url": endpoint.base_url}}
-    run = Run.open(tmp_path, config)
-    run.engine.backoff = 0.0
-    endpoint.faults = [503, 500]  # two failures, then success on the third attempt
-    run.bootstrap()
-    import sqlite3
+def test_server_errors_are_retried_then_recorded(tmp_path: Path) -> None:
+    with DevServer(ServerConfig(fault_rate=1.0, faults=("503",))) as server:
+        run = Run.open(tmp_path, {"num_instructions": 2, **openai_config(server)})
+        run.engine.backoff = 0.0
+        run.engine.answered = 1  # as if the endpoint had answered before: record the failure and go on
+        assert (
+            run.engine.request("bootstrap", "Come up with a series of tasks:\n1.", run.config.bootstrap.sampling)
+            is None
+        )
+    ((status, attempts, error),) = query(tmp_path, "SELECT status, attempts, error FROM requests")
+    assert (status, attempts) == ("failed", 4) and error.startswith("HTTP 503") and "injected 503" in error
+    with DevServer(ServerConfig(fault_rate=1.0, faults=("invalid-json",))) as server:
+        run = Run.open(tmp_path, {**openai_config(server)})
+        run.engine.backoff = 0.0
+        run.engine.answered = 1
+        assert (
+            run.engine.request("bootstrap", "Come up with a series of tasks:\n2.", run.config.bootstrap.sampling)
+            is None
+        )
+    errors = [e for (e,) in query(tmp_path, "SELECT error FROM requests ORDER BY id")]
+    assert errors[1].startswith("invalid response")
 
-    with sqlite3.connect(tmp_path / DB_NAME) as db:
-        first = db.execute("SELECT status, attempts FROM requests ORDER BY id LIMIT 1").fetchone()
-    assert first == ("ok", 3)
 
-    endpoint.faults = [400]  # a client error is not retried: recorded as failed at once
-    run.classify()
-    with sqlite3.connect(tmp_path / DB_NAME) as db:
-        failed = db.execute("SELECT status, attempts, error FROM requests WHERE status='failed'").fetchall()
-    assert len(failed) == 1 and failed[0][1] == 1 and "400" in failed[0][2]
+def test_run_completes_at_30_percent_faults_and_counts_every_fault(tmp_path: Path) -> None:
+    config = ServerConfig(fault_rate=0.3, slow_seconds=2.0, seed=1)
+    settings = {"num_instructions": 10, "lm": {"max_retries": 6, "timeout": 0.5}}
+    with DevServer(config) as server:
+        for _ in range(5):  # a request that exhausts its retries is recorded as failed and re-sent by the next run
+            run = Run.open(tmp_path, {**settings, **openai_config(server, max_retries=6, timeout=0.5)})
+            run.engine.backoff = 0.01
+            run.run_all()
+            run.close()
+            if query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]:
+                break
+        served = sum(server.counts.values())
+        faults = served - server.counts["ok"]
+    assert faults > 0.2 * served  # the mix really was hostile
+    # Every HTTP request the server saw is an attempt in the run store: no fault goes uncounted.
+    assert query(tmp_path, "SELECT SUM(attempts) FROM requests") == [(served,)]
+    assert query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]
+    texts = query(tmp_path, "SELECT text FROM instructions WHERE origin='machine' AND verdict='accepted'")
+    assert len(texts) >= 10 and len(set(texts)) == len(texts)
+    unclassified = query(
+        tmp_path,
+        "SELECT COUNT(*) FROM instructions WHERE origin='machine' AND verdict='accepted' AND classification IS NULL",
+    )
+    assert unclassified == [(0,)]

@@ -26,9 +26,10 @@ class Completion:
 class BackendError(RuntimeError):
     """A request failed. `retryable` says whether sending it again may succeed."""
 
-    def __init__(self, message: str, retryable: bool = True) -> None:
+    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it said
 
 
 class LM(Protocol):

@@ -125,8 +125,9 @@ class Engine:
                     return None
                 self.store.count_attempt(request_id, str(e))
                 attempt += 1
-                # Exponential backoff with full jitter, so many clients do not retry in lockstep.
-                self._sleep(random.uniform(0, self.backoff * 2**attempt))
+                # Exponential backoff with full jitter, so many clients do not retry in lockstep; at least as
+                # long as the server's Retry-After, when it gave one.
+                self._sleep(max(random.uniform(0, self.backoff * 2**attempt), e.retry_after or 0.0))
                 continue
             latency = time.perf_counter() - started
             self.failures = 0

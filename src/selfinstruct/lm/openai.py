@@ -49,16 +49,13 @@ class OpenAILM:
                 resp = self._client.completions.create(prompt=prompt, **args)
                 choice = resp.choices[0]
                 text = choice.text or ""
-        except (
-            self._openai.APIConnectionError,
-            self._openai.RateLimitError,
-            self._openai.InternalServerError,
-        ) as e:
-            raise BackendError(f"{type(e).__name__}: {e}") from e
         except self._openai.APIStatusError as e:
-            raise BackendError(f"HTTP {e.status_code}: {e.message}", retryable=e.status_code >= 500) from e
-        except self._openai.APIError as e:
+            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
+            raise BackendError(f"HTTP {e.status_code}: {e.message}", retryable, _retry_after(e.response)) from e
+        except self._openai.APIConnectionError as e:  # refused, reset, timed out
             raise BackendError(f"{type(e).__name__}: {e}") from e
+        except Exception as e:  # a body that is not the JSON it claims to be, no choices, other protocol garbage
+            raise BackendError(f"invalid response: {type(e).__name__}: {e}") from e
         usage = resp.usage
         return Completion(
             text=text,
@@ -66,3 +63,11 @@ class OpenAILM:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+
+def _retry_after(response: object) -> float | None:
+    value = getattr(response, "headers", {}).get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: rare from inference servers; our own backoff applies
+        return None

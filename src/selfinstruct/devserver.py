@@ -1,0 +1,228 @@
+"""A local OpenAI-compatible server for tests and benchmarks, on 127.0.0.1 only.
+
+It answers /v1/completions, /v1/chat/completions and /v1/models with a scripted model that writes text in the
+shape each Self-Instruct stage expects (numbered instructions, Yes/No, instances), after a configurable latency
+and token rate, and injects a configurable mix of faults:
+
+    python -m selfinstruct.devserver --port 8000 --latency 0.25 --fault-rate 0.3
+
+Faults: 429 (with and without Retry-After), 500, 502, 503, a reset connection, a response slower than any
+sensible timeout, a truncated completion (finish reason "length"), an empty text, and an invalid JSON body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("429", "429-retry-after", "500", "502", "503", "reset", "slow", "truncated", "empty", "invalid-json")
+
+# Unrelated syllable-words, so scripted instructions rarely overlap (ROUGE-L stays low).
+_VOCAB = [
+    f"{a}{b}"
+    for a in ("ka", "lo", "mi", "ne", "pu", "ra", "si", "to", "vu", "ze")
+    for b in ("bar", "cen", "dor", "fis", "gol", "hun", "jat", "kem", "lup", "mox", "nid", "pav", "qor", "ruz")
+]
+_VERBS = ["Describe", "Explain", "Summarize", "List", "Compare", "Suggest", "Rewrite", "Classify"]
+
+
+def scripted_completion(prompt: str, seed: int = 0, classify_answer: str | None = None) -> tuple[str, str]:
+    """(text, finish reason) in the shape the prompt's stage expects; deterministic in (prompt, seed)."""
+    rng = random.Random(int(hashlib.sha256(f"{prompt}{seed}".encode()).hexdigest()[:12], 16))
+    if prompt.startswith("Come up with a series of tasks:"):
+        items = []
+        for _ in range(rng.randint(2, 5)):
+            kind = rng.random()
+            if kind < 0.1:
+                items.append("Draw a picture of a cat.")  # for the keyword filter
+            elif kind < 0.15:
+                items.append("Too short.")  # for the length filter
+            else:
+                items.append(f"{rng.choice(_VERBS)} the {' '.join(rng.sample(_VOCAB, 7))}.")
+        return " " + "\n".join(item if i == 0 else f"{9 + i}. {item}" for i, item in enumerate(items)), "stop"
+    if prompt.endswith("Is it classification?"):
+        return classify_answer or rng.choice([" Yes", " No", " No"]), "stop"
+    if prompt.startswith("Given the classification task definition"):
+        return "Class label: Alpha\nInput: first thing\nClass label: Beta\nInput: second thing\n", "stop"
+    return (
+        "Example 1\nInput: some input\nOutput: some output\nExample 2\nInput: another input\nOutput: another output\n",
+        "stop",
+    )
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that gave up (its timeout, during a "slow" fault) is expected here, not an error to print.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@dataclass
+class ServerConfig:
+    latency: float = 0.0  # seconds before the first token
+    tokens_per_second: float = 0.0  # 0: the whole completion at once
+    fault_rate: float = 0.0  # share of requests that get a fault
+    faults: tuple[str, ...] = FAULTS  # drawn uniformly when a fault is due
+    slow_seconds: float = 30.0  # how long a "slow" fault stalls
+    seed: int = 0
+
+
+@dataclass
+class DevServer:
+    config: ServerConfig = field(default_factory=ServerConfig)
+    port: int = 0
+    counts: Counter[str] = field(default_factory=Counter)  # "ok" and each fault served
+    received: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)  # (headers lower-cased, body)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                chat = self.path.endswith("/chat/completions")
+                with server._lock:
+                    server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                fault = server._draw_fault()
+                server._count(fault or "ok")
+                if fault in ("429", "429-retry-after", "500", "502", "503"):
+                    headers = {"Retry-After": "1"} if fault == "429-retry-after" else {}
+                    self._json(int(fault[:3]), {"error": {"message": f"injected {fault}"}}, headers)
+                    return
+                if fault == "reset":  # close without an answer: the client sees a dropped connection
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if fault == "slow":
+                    time.sleep(server.config.slow_seconds)
+                prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
+                text, finish = scripted_completion(prompt, int(body.get("seed") or 0))
+                if fault == "truncated":
+                    text, finish = text[: len(text) // 2], "length"
+                elif fault == "empty":
+                    text = ""
+                completion_tokens = len(text.split())
+                delay = server.config.latency
+                if server.config.tokens_per_second:
+                    delay += completion_tokens / server.config.tokens_per_second
+                time.sleep(delay)
+                if fault == "invalid-json":
+                    self._raw(200, b'{"id": "x", "choices": [', "application/json")
+                    return
+                choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+                if chat:
+                    choice["message"] = {"role": "assistant", "content": text}
+                else:
+                    choice["text"] = text
+                self._json(
+                    200,
+                    {
+                        "id": "cmpl-dev",
+                        "object": "chat.completion" if chat else "text_completion",
+                        "created": 0,
+                        "model": body.get("model", "scripted"),
+                        "choices": [choice],
+                        "usage": {
+                            "prompt_tokens": len(prompt.split()),
+                            "completion_tokens": completion_tokens,
+                            "total_tokens": len(prompt.split()) + completion_tokens,
+                        },
+                    },
+                )
+
+            def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                self._raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _raw(self, status: int, data: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        # Loopback only: this server is for local tests and benchmarks, never for a network.
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _draw_fault(self) -> str | None:
+        with self._lock:
+            if self._rng.random() < self.config.fault_rate:
+                return self._rng.choice(self.config.faults)
+        return None
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
+    def start(self) -> DevServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--tokens-per-second", type=float, default=0.0, help="0: answers arrive at once")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered with a fault")
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from: {', '.join(FAULTS)}")
+    args = parser.parse_args()
+    faults = tuple(f for f in args.faults.split(",") if f)
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown fault {sorted(unknown)[0]!r}; choose from {', '.join(FAULTS)}")
+    server = DevServer(ServerConfig(args.latency, args.tokens_per_second, args.fault_rate, faults), args.port)
+    print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
+    try:
+        server._server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

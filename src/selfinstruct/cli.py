@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,13 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(e))
         except KeyboardInterrupt:
             _fail("interrupted; everything answered so far is stored: run the same command to resume")
+        except sqlite3.Error as e:  # e.g. "database or disk is full": the open transaction was rolled back
+            _fail(f"the run database could not be written ({e}); the step in progress was rolled back and nothing "
+                  "stored is lost: free space or fix the directory, then run the same command to resume")
+        except OSError as e:  # a full disk or an unwritable place while writing files (written atomically)
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}; no file was left half-written: free space or choose another "
+                  "place, then run the command again")
 
     return wrapper
 

@@ -15,6 +15,7 @@ from typing import Any
 from selfinstruct.records import InputError, read_records
 
 DEFAULT_SEED_TASKS = Path(__file__).with_name("seed_tasks.jsonl")
+MAX_FIELD_CHARS = 100_000  # far above any real seed task; a 10 MB field is a wrong file, not a task
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,15 @@ def _text(row: dict[str, Any], key: str, where: str, required: bool = True) -> s
     value = row.get(key)
     if value is None:
         if required:
-            raise InputError(f"{where}: missing field {key!r}")
+            fields = ", ".join(sorted(row)) or "none"
+            raise InputError(f"{where}: missing field {key!r} (fields here: {fields}); seed tasks need instruction "
+                             "and an output, in the paper's schema or as instruction/input/output columns")
         return ""
     if not isinstance(value, str):
         raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise InputError(f"{where}: field {key!r} is {len(value):,} characters long (at most {MAX_FIELD_CHARS:,}); "
+                         "a seed task is a short instruction with one example: check that this is the right file")
     return value
 
 

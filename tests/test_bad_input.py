@@ -1,0 +1,246 @@
+"""Bad input: each case gets one clear message (what, where, how to fix), exit code 2, and nothing half-written.
+
+`python tests/test_bad_input.py` prints the table of cases and their messages that docs/reliability.md carries.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from selfinstruct.cli import cli
+
+SEED = {"instruction": "Say hello to the user.", "instances": [{"input": "", "output": "Hello!"}]}
+
+
+def seeds(tmp: Path, text: str | bytes, name: str = "seeds.jsonl") -> str:
+    path = tmp / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def line(**fields: object) -> str:
+    return json.dumps({**SEED, **fields}) + "\n"
+
+
+@dataclass
+class Case:
+    name: str
+    args: Callable[[Path], list[str]]  # the command line, given a scratch directory
+    expect: str  # a part of the message
+    code: int = 2
+
+
+CASES = [
+    Case(
+        "invalid JSON line in seeds",
+        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line() + "{oops\n")],
+        "seeds.jsonl:2: invalid JSON",
+    ),
+    Case(
+        "missing field",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--seed-tasks",
+            seeds(t, json.dumps({"instances": SEED["instances"]}) + "\n"),
+        ],
+        "seeds.jsonl:1: missing field 'instruction'",
+    ),
+    Case(
+        "wrongly typed field",
+        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line(instruction=42))],
+        "seeds.jsonl:1: field 'instruction' must be a string, got int",
+    ),
+    Case(
+        "empty seed file",
+        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, "")],
+        "no seed tasks found; the file is empty",
+    ),
+    Case(
+        "duplicate seed ids",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--seed-tasks",
+            seeds(t, line(id="a") + line(id="a", instruction="Say bye.")),
+        ],
+        "seeds.jsonl:2: duplicate seed id 'a' (first at",
+    ),
+    Case(
+        "non-UTF-8 bytes",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--seed-tasks",
+            seeds(t, line().encode() + b'{"instruction": "caf\xe9"}\n'),
+        ],
+        "seeds.jsonl:2: not valid UTF-8 (byte 0xe9",
+    ),
+    Case(
+        "a 10 MB line",
+        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line(instruction="x " * 5_000_000))],
+        "field 'instruction' is 10,000,000 characters long (at most 100,000)",
+    ),
+    Case(
+        "CSV without the needed columns",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--seed-tasks",
+            seeds(t, "question,answer\nWhy?,Because.\n", "seeds.csv"),
+        ],
+        "seeds.csv:2: missing field 'instruction'",
+    ),
+    Case(
+        "unknown config key",
+        lambda t: ["run", "--out", f"{t}/run", "--config", seeds(t, "[bootstrap]\nthreshold = 0.5\n", "c.toml")],
+        "unknown key 'bootstrap.threshold'; known keys here: bootstrap.max_words",
+    ),
+    Case(
+        "wrongly typed config key",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--config",
+            seeds(t, "[prepare]\nmax_instances_per_task = 'five'\n", "c.toml"),
+        ],
+        "prepare.max_instances_per_task: expected an integer, got 'five'",
+    ),
+    Case(
+        "zero count",
+        lambda t: ["run", "--out", f"{t}/run", "--num-instructions", "0"],
+        "num_instructions must be at least 1",
+    ),
+    Case(
+        "negative count",
+        lambda t: ["run", "--out", f"{t}/run", "--num-instructions", "-5"],
+        "num_instructions must be at least 1",
+    ),
+    Case(
+        "unwritable output directory",
+        lambda t: ["run", "--out", f"{seeds(t, 'x', 'a-file')}/run"],
+        "cannot create the run directory",
+    ),
+    Case(
+        "GGUF path that does not exist",
+        lambda t: ["bootstrap", "--out", f"{t}/run", "--model", f"{t}/none.gguf"],
+        "model file not found",
+    ),
+    Case(
+        "file that is not a model",
+        lambda t: ["bootstrap", "--out", f"{t}/run", "--model", seeds(t, "hi", "m.gguf")],
+        "is not a GGUF model file",
+    ),
+    Case(
+        "unreachable endpoint at start-up",
+        lambda t: [
+            "bootstrap",
+            "--out",
+            f"{t}/run",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--num-instructions",
+            "1",
+        ],
+        "the first request failed after 4 attempts; the last error: APIConnectionError",
+    ),
+]
+
+
+def invoke(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_one_clear_error(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code, output = invoke(case.args(tmp_path))
+    assert code == case.code, output
+    assert case.expect in output
+    assert "Traceback" not in output
+    if case.name not in (
+        "GGUF path that does not exist",
+        "file that is not a model",
+        "unreachable endpoint at start-up",
+    ):
+        assert not (tmp_path / "run").exists(), "nothing is written for bad input"
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    from selfinstruct.seeds import load_seed_tasks
+
+    assert load_seed_tasks(seeds(tmp_path, b"\xef\xbb\xbf" + line().encode()))[0].instruction == SEED["instruction"]
+
+
+def test_resuming_with_an_incompatible_config_is_refused(tmp_path: Path) -> None:
+    from conftest import ScriptedLM
+
+    from selfinstruct.pipeline import Run
+
+    Run.open(tmp_path / "run", {"num_instructions": 2}, lm=ScriptedLM()).bootstrap()
+    code, output = invoke(["bootstrap", "--out", f"{tmp_path}/run", "--seed", "7"])
+    assert code == 2 and "seed: 42 -> 7" in output and "--allow-config-change" in output
+
+
+def test_full_disk_while_exporting_leaves_nothing_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ScriptedLM
+
+    from selfinstruct.pipeline import Run
+
+    run = Run.open(tmp_path / "run", {"num_instructions": 2}, lm=ScriptedLM())
+    run.run_all()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "export").iterdir()}
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, output = invoke(["export", f"{tmp_path}/run", "--format", "paper", "--format", "alpaca"])
+    assert code == 2 and "No space left on device; no file was left half-written" in output
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run" / "export").iterdir()}
+    assert after == before, "the earlier export is intact and no temporary file remains"
+
+
+def test_full_disk_in_the_database_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from selfinstruct.store import Store
+
+    def full(self: Store, *args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "add_seed_tasks", full)
+    code, output = invoke(["prepare", "--out", f"{tmp_path}/run"])
+    assert code == 2 and "could not be written (database or disk is full)" in output and "rolled back" in output
+
+
+if __name__ == "__main__":  # the table for docs/reliability.md
+    import tempfile
+
+    print("| bad input | exit code | message |\n|---|---|---|")
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ.pop("OPENAI_API_KEY", None)
+            code, output = invoke(case.args(Path(tmp)))
+        message = " ".join(output.split()).replace(tmp, "/tmp/x").replace("|", "\\|")
+        print(f"| {case.name} | {code} | {message} |")
+    sys.exit(0)

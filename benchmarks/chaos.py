@@ -34,6 +34,7 @@ from selfinstruct.filters import check_instruction, instruction_filters
 from selfinstruct.lm import Completion
 from selfinstruct.similarity import sequential_filter
 from selfinstruct.stages.bootstrap import parse_instructions
+from selfinstruct.stages.prepare import parse_instances
 from selfinstruct.store import DB_NAME
 
 STAGES = ("bootstrap", "classify", "instances")
@@ -125,11 +126,12 @@ def trial(root: Path, url: str, rng: random.Random, kills: int, target: int) -> 
     unused += query(
         db, "SELECT COUNT(*) FROM instructions WHERE origin='machine' AND verdict='accepted' AND classification IS NULL"
     )[0][0]
-    unused += query(
+    for text, finish, clf, n_instances in query(
         db,
-        "SELECT COUNT(*) FROM requests r WHERE r.stage='instances' AND r.status='ok' AND NOT EXISTS"
-        " (SELECT 1 FROM instances n WHERE n.request_id = r.id)",
-    )[0][0]
+        "SELECT r.text, r.finish_reason, i.classification, (SELECT COUNT(*) FROM instances n WHERE n.request_id = r.id)"
+        " FROM requests r JOIN instructions i ON i.id = r.instruction_id WHERE r.stage='instances' AND r.status='ok'",
+    ):  # an empty answer yields no instances, and that is using it
+        unused += n_instances != len(parse_instances(Completion(text, finish, 0, 0), clf == "yes"))
     alpaca = json.loads((out / "export" / "alpaca_data.json").read_text())
     kept = query(db, "SELECT COUNT(*) FROM instances WHERE verdict='kept'")[0][0]
     return {

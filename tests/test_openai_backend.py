@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,29 @@ def test_run_completes_at_30_percent_faults_and_counts_every_fault(tmp_path: Pat
         "SELECT COUNT(*) FROM instructions WHERE origin='machine' AND verdict='accepted' AND classification IS NULL",
     )
     assert unclassified == [(0,)]
+
+
+def test_server_that_disappears_mid_run_and_comes_back(tmp_path: Path) -> None:
+    server = DevServer(ServerConfig(latency=0.01)).start()
+    port = server.port
+    run = Run.open(tmp_path, {"num_instructions": 10, **openai_config(server, max_retries=8)})
+    run.engine.backoff = 0.2
+
+    def outage() -> None:  # after some answers, the server goes away for 2 s, then a new one takes the port
+        while sum(server.counts.values()) < 5:
+            time.sleep(0.01)
+        server.stop()
+        time.sleep(2.0)
+        replacement.append(DevServer(ServerConfig(latency=0.01), port=port).start())
+
+    replacement: list[DevServer] = []
+    thread = threading.Thread(target=outage)
+    thread.start()
+    run.run_all()
+    thread.join()
+    replacement[0].stop()
+    assert sum(server.counts.values()) >= 5 and sum(replacement[0].counts.values()) > 0
+    assert query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]
+    retried = query(tmp_path, "SELECT COUNT(*) FROM requests WHERE attempts > 1")[0][0]
+    assert retried >= 1  # the outage was felt, and ridden out by retries
+    assert run.store.count_accepted_machine() >= 10

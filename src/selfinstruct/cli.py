@@ -46,12 +46,16 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             _fail("interrupted; everything answered so far is stored: run the same command to resume")
         except sqlite3.Error as e:  # e.g. "database or disk is full": the open transaction was rolled back
-            _fail(f"the run database could not be written ({e}); the step in progress was rolled back and nothing "
-                  "stored is lost: free space or fix the directory, then run the same command to resume")
+            _fail(
+                f"the run database could not be written ({e}); the step in progress was rolled back and nothing "
+                "stored is lost: free space or fix the directory, then run the same command to resume"
+            )
         except OSError as e:  # a full disk or an unwritable place while writing files (written atomically)
             where = f"{e.filename}: " if e.filename else ""
-            _fail(f"{where}{e.strerror or e}; no file was left half-written: free space or choose another "
-                  "place, then run the command again")
+            _fail(
+                f"{where}{e.strerror or e}; no file was left half-written: free space or choose another "
+                "place, then run the command again"
+            )
 
     return wrapper
 
@@ -161,6 +165,7 @@ def _print_summary(run: Run) -> None:
         "ok",
         "failed",
         "pending",
+        "errors",
         "tokens in",
         "tokens out",
         "LM s",
@@ -173,6 +178,7 @@ def _print_summary(run: Run) -> None:
             str(r["ok"]),
             str(r["failed"]),
             str(r["pending"]),
+            str(r["attempts"] - r["ok"]),  # every attempt that got no stored answer: faults, retried or final
             str(r["prompt_tokens"]),
             str(r["completion_tokens"]),
             f"{r['seconds']:.1f}",

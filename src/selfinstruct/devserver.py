@@ -13,6 +13,7 @@ sensible timeout, a truncated completion (finish reason "length"), an empty text
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
@@ -90,6 +91,7 @@ class DevServer:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,6 +99,16 @@ class DevServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -194,8 +206,13 @@ class DevServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop every open connection, as a server that goes away would."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> DevServer:
         return self.start()

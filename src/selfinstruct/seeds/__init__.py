@@ -38,14 +38,18 @@ def _text(row: dict[str, Any], key: str, where: str, required: bool = True) -> s
     if value is None:
         if required:
             fields = ", ".join(sorted(row)) or "none"
-            raise InputError(f"{where}: missing field {key!r} (fields here: {fields}); seed tasks need instruction "
-                             "and an output, in the paper's schema or as instruction/input/output columns")
+            raise InputError(
+                f"{where}: missing field {key!r} (fields here: {fields}); seed tasks need instruction "
+                "and an output, in the paper's schema or as instruction/input/output columns"
+            )
         return ""
     if not isinstance(value, str):
         raise InputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
     if len(value) > MAX_FIELD_CHARS:
-        raise InputError(f"{where}: field {key!r} is {len(value):,} characters long (at most {MAX_FIELD_CHARS:,}); "
-                         "a seed task is a short instruction with one example: check that this is the right file")
+        raise InputError(
+            f"{where}: field {key!r} is {len(value):,} characters long (at most {MAX_FIELD_CHARS:,}); "
+            "a seed task is a short instruction with one example: check that this is the right file"
+        )
     return value
 
 

@@ -90,3 +90,14 @@ def test_paper_seed_file_loads_as_seeds(tmp_path: Path) -> None:
     assert len(run.store.accepted("seed")) == 175
     run.bootstrap()
     assert run.store.count_accepted_machine() >= 3
+
+
+def test_run_summary_shows_errors_and_latency_per_stage(tmp_path: Path) -> None:
+    run = Run.open(tmp_path / "run", {"num_instructions": 3}, lm=ScriptedLM())
+    run.run_all()
+    run.close()
+    code, output = invoke("prepare", "--out", str(tmp_path / "run"))
+    assert code == 0, output
+    for column in ("requests", "failed", "errors", "tokens in", "p50/p90"):
+        assert column in output
+    assert "bootstrap" in output and "classify" in output and "instances" in output

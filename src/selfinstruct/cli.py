@@ -24,7 +24,7 @@ from selfinstruct.lm.engine import EndpointDown
 from selfinstruct.pipeline import STAGES, Run, RunError
 from selfinstruct.records import InputError
 from selfinstruct.report.html import render
-from selfinstruct.report.stats import compute
+from selfinstruct.report.stats import compute, request_stats
 from selfinstruct.stages import Report
 from selfinstruct.store import DB_NAME
 
@@ -169,9 +169,10 @@ def _print_summary(run: Run) -> None:
         "tokens in",
         "tokens out",
         "LM s",
+        "p50/p90 s",
     ):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    for r in s["requests"]:
+    for r in request_stats(run.store):
         table.add_row(
             r["stage"],
             str(r["requests"]),
@@ -182,6 +183,7 @@ def _print_summary(run: Run) -> None:
             str(r["prompt_tokens"]),
             str(r["completion_tokens"]),
             f"{r['seconds']:.1f}",
+            f"{r['p50']:.2f}/{r['p90']:.2f}",
         )
     console.print(table)
     clf = s["classification"]

@@ -151,7 +151,6 @@ class Run:
             },
             "instances_kept": sum(1 for r in instances if r["verdict"] == "kept" and r["origin"] == "machine"),
             "instances_dropped": sum(1 for r in instances if r["verdict"] == "dropped"),
-            "requests": self.store.request_stats(),
         }
 
     def close(self) -> None:

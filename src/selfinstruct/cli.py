@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import sys
 import time
@@ -29,6 +30,8 @@ from selfinstruct.stages import Report
 from selfinstruct.store import DB_NAME
 
 console = Console(stderr=True)
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = 140  # logs and pipes: room for the summary table instead of rich's 80 columns
 
 
 def _fail(message: str) -> None:

@@ -156,7 +156,7 @@ class SimilarityIndex:
         self._length_list: list[int] = []
         self._capped_lengths = np.zeros(1024, dtype=np.int64)  # for the vectorised filter
         self._chars: dict[str, str] = {}  # token -> its character in codes
-        # Element -> rank; a higher rank is rarer. Without `fix_order`, ranks follow first sight (later is taken
+        # Element -> rank; a higher rank is rarer. Without `_fix_order`, ranks follow first sight (later is taken
         # as rarer: common words show up early, so that approximates the frequency order).
         self._ranks: dict[str, int] = {}
         # Element rank -> packed (item << 8 | position of the element in the item's prefix).
@@ -171,7 +171,7 @@ class SimilarityIndex:
         chars = self._chars
         for t in tokens:
             if t not in chars:
-                n = len(chars) + 0x100  # skip the control characters and the surrogate block
+                n = len(chars) + 0x100  # skip the control characters and the surrogate block (room: ~1.1M tokens)
                 chars[t] = chr(n if n < 0xD800 else n + 0x800)
         return "".join([chars[t] for t in tokens])
 

@@ -388,8 +388,7 @@ class Store:
 
     def machine_instruction_rows(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT i.*, r.finish_reason FROM instructions i LEFT JOIN requests r ON r.id = i.request_id"
-            " WHERE i.origin = 'machine' AND i.verdict = 'accepted' ORDER BY i.id"
+            "SELECT * FROM instructions WHERE origin = 'machine' AND verdict = 'accepted' ORDER BY id"
         ).fetchall()
         return [dict(r) for r in rows]
 
@@ -414,17 +413,21 @@ class Store:
 
     def instance_responses(self) -> list[tuple[Instruction, Request]]:
         """Each accepted machine instruction with its stored instance-generation response."""
+        # One query: the request's columns plus the instruction's, under names that do not clash.
         rows = self._db.execute(
-            "SELECT i.id AS iid, r.id AS rid FROM instructions i JOIN requests r ON r.instruction_id = i.id"
+            "SELECT r.*, i.origin AS i_origin, i.text AS i_text, i.classification AS i_classification,"
+            " i.seed_id AS i_seed_id FROM instructions i JOIN requests r ON r.instruction_id = i.id"
             " WHERE i.origin = 'machine' AND i.verdict = 'accepted' AND r.stage = 'instances' AND r.status = 'ok'"
             " ORDER BY i.id, r.id"
         ).fetchall()
         out = []
         for row in rows:
-            inst = self._instructions("id = ?", (row["iid"],))[0]
-            req = self._request(self._db.execute("SELECT * FROM requests WHERE id = ?", (row["rid"],)).fetchone())
-            assert req is not None
-            out.append((inst, req))
+            request = self._request(row)
+            assert request is not None
+            instruction = Instruction(
+                row["instruction_id"], row["i_origin"], row["i_text"], row["i_classification"], row["i_seed_id"]
+            )
+            out.append((instruction, request))
         return out
 
     def replace_machine_instances(self, rows: Sequence[tuple[int, int, int, str, str, str, str]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 
 from selfinstruct.config import Config
 from selfinstruct.filters import check_instruction, instruction_filters
@@ -69,6 +70,9 @@ class Bootstrapper:
         self.filters = instruction_filters(cfg.min_words, cfg.max_words)
         self.seeds = [i.text for i in store.accepted("seed")]
         self.machine = [i.text for i in store.accepted("machine")]
+        # Progress counts, kept in memory rather than re-counted in the database after every request.
+        self.candidates = store.candidate_count()
+        self.rejected = Counter(store.reject_reasons())
         self.index = SimilarityIndex(self.seeds + self.machine, cfg.similarity_threshold, cfg.tokenizer)
 
     def judge(self, request_id: int, completion: Completion) -> None:
@@ -91,6 +95,9 @@ class Bootstrapper:
                 closest = self.index.nearest(text)
                 max_rouge, nearest = (closest.score, closest.text) if closest else (0.0, None)
             self.store.add_candidate(text, request_id, position, keep, reason, max_rouge, nearest, neighbours, mean)
+            self.candidates += 1
+            if not keep:
+                self.rejected[reason.split(" (")[0]] += 1
             if keep:
                 self.index.add(text)
                 self.machine.append(text)
@@ -100,10 +107,9 @@ class Bootstrapper:
         cfg = self.config.bootstrap
 
         def progress() -> None:
-            candidates = self.store.candidate_count()
-            rate = len(self.machine) / candidates if candidates else 0.0
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.store.reject_reasons().items()))
-            report(min(len(self.machine), target), target, f"kept {rate:.0%} of {candidates}; {reasons}")
+            rate = len(self.machine) / self.candidates if self.candidates else 0.0
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+            report(min(len(self.machine), target), target, f"kept {rate:.0%} of {self.candidates}; {reasons}")
 
         progress()
         # First the requests a killed run left in flight, or that failed: they are journaled and were meant to be

@@ -40,7 +40,7 @@ class ScriptedLM:
         self.interrupt_after = interrupt_after
         self.classify_answer = classify_answer
 
-    def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
         if self.interrupt_after is not None and self.sent >= self.interrupt_after:
             raise Interrupt()
         self.sent += 1
@@ -49,6 +49,9 @@ class ScriptedLM:
             raise error
         text, finish = scripted_completion(prompt, seed, self.classify_answer)
         return Completion(text, finish, len(prompt.split()), len(text.split()))
+
+    async def aclose(self) -> None:
+        pass
 
 
 @pytest.fixture

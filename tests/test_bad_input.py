@@ -160,7 +160,7 @@ CASES = [
             "--num-instructions",
             "1",
         ],
-        "the first request failed after 4 attempts; the last error: APIConnectionError",
+        "the first request failed after 4 attempts; the last error: cannot connect to http://127.0.0.1:9/v1",
     ),
 ]
 

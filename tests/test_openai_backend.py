@@ -55,7 +55,9 @@ def test_server_errors_are_retried_then_recorded(tmp_path: Path) -> None:
         run.engine.backoff = 0.0
         run.engine.answered = 1  # as if the endpoint had answered before: record the failure and go on
         assert (
-            run.engine.request("bootstrap", "Come up with a series of tasks:\n1.", run.config.bootstrap.sampling)
+            run.run_coroutine(
+                run.engine.request("bootstrap", "Come up with a series of tasks:\n1.", run.config.bootstrap.sampling)
+            )
             is None
         )
     ((status, attempts, error),) = query(tmp_path, "SELECT status, attempts, error FROM requests")
@@ -65,7 +67,9 @@ def test_server_errors_are_retried_then_recorded(tmp_path: Path) -> None:
         run.engine.backoff = 0.0
         run.engine.answered = 1
         assert (
-            run.engine.request("bootstrap", "Come up with a series of tasks:\n2.", run.config.bootstrap.sampling)
+            run.run_coroutine(
+                run.engine.request("bootstrap", "Come up with a series of tasks:\n2.", run.config.bootstrap.sampling)
+            )
             is None
         )
     errors = [e for (e,) in query(tmp_path, "SELECT error FROM requests ORDER BY id")]

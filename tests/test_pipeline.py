@@ -153,7 +153,8 @@ def test_endpoint_down_stops_the_run_resumably(tmp_path: Path) -> None:
     flaky = ScriptedLM(fail=lambda prompt, n: BackendError("HTTP 503") if n > 1 else None)
     run = open_run(tmp_path, flaky, num_instructions=40)
     run.engine.backoff = 0.0
-    with pytest.raises(EndpointDown, match="10 requests in a row failed"):
+    # Requests in flight fail together, so the count may pass 10 before the run stops.
+    with pytest.raises(EndpointDown, match=r"\d\d requests in a row failed"):
         run.bootstrap()
     open_run(tmp_path, ScriptedLM(), num_instructions=40).bootstrap()
     assert rows(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]

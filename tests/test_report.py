@@ -27,8 +27,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 class HostileLM(ScriptedLM):
     """Writes one instruction and one instance holding markup, to prove the report escapes it."""
 
-    def complete(self, prompt, sampling, seed):
-        completion = super().complete(prompt, sampling, seed)
+    async def complete(self, prompt, sampling, seed):
+        completion = await super().complete(prompt, sampling, seed)
         if prompt.startswith("Come up with") and self.sent == 1:
             return Completion(
                 f" Explain what {SCRIPT} does in a web page.\n10. " + completion.text.strip(), "stop", 100, 60

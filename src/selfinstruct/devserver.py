@@ -4,7 +4,7 @@ It answers /v1/completions, /v1/chat/completions and /v1/models with a scripted 
 shape each Self-Instruct stage expects (numbered instructions, Yes/No, instances), after a configurable latency
 and token rate, and injects a configurable mix of faults:
 
-    python -m selfinstruct.devserver --port 8000 --latency 0.25 --fault-rate 0.3
+    python -m selfinstruct.devserver --port 8000 --latency 0.25 --fault-rate 0.3 --max-concurrent 32
 
 Faults: 429 (with and without Retry-After), 500, 502, 503, a reset connection, a response slower than any
 sensible timeout, a truncated completion (finish reason "length"), an empty text, and an invalid JSON body.
@@ -64,6 +64,7 @@ def scripted_completion(prompt: str, seed: int = 0, classify_answer: str | None 
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a client opening dozens of connections at once must not see refused SYNs
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that gave up (its timeout, during a "slow" fault) is expected here, not an error to print.
@@ -79,6 +80,7 @@ class ServerConfig:
     faults: tuple[str, ...] = FAULTS  # drawn uniformly when a fault is due
     slow_seconds: float = 30.0  # how long a "slow" fault stalls
     seed: int = 0
+    max_concurrent: int = 0  # requests processed at once (like a server's batch size); 0: no limit
 
 
 @dataclass
@@ -91,6 +93,8 @@ class DevServer:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
+        # Beyond max_concurrent, requests queue inside the server (their latency grows), as on a real one.
+        self._capacity = threading.BoundedSemaphore(self.config.max_concurrent) if self.config.max_concurrent else None
         self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
         server = self
 
@@ -117,6 +121,13 @@ class DevServer:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
+                if server._capacity is None:
+                    self._answer()
+                else:
+                    with server._capacity:
+                        self._answer()
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 chat = self.path.endswith("/chat/completions")
                 with server._lock:
@@ -134,13 +145,25 @@ class DevServer:
                     return
                 if fault == "slow":
                     time.sleep(server.config.slow_seconds)
+                # The completions API also takes a list of prompts (the paper's script sent 5 per call).
                 prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
-                text, finish = scripted_completion(prompt, int(body.get("seed") or 0))
-                if fault == "truncated":
-                    text, finish = text[: len(text) // 2], "length"
-                elif fault == "empty":
-                    text = ""
-                completion_tokens = len(text.split())
+                prompts = prompt if isinstance(prompt, list) else [prompt]
+                choices: list[dict[str, Any]] = []
+                prompt_tokens = completion_tokens = 0
+                for index, one in enumerate(prompts):
+                    text, finish = scripted_completion(one, int(body.get("seed") or 0))
+                    if fault == "truncated":
+                        text, finish = text[: len(text) // 2], "length"
+                    elif fault == "empty":
+                        text = ""
+                    choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
+                    if chat:
+                        choice["message"] = {"role": "assistant", "content": text}
+                    else:
+                        choice["text"] = text
+                    choices.append(choice)
+                    prompt_tokens += len(one.split())
+                    completion_tokens += len(text.split())
                 delay = server.config.latency
                 if server.config.tokens_per_second:
                     delay += completion_tokens / server.config.tokens_per_second
@@ -148,11 +171,6 @@ class DevServer:
                 if fault == "invalid-json":
                     self._raw(200, b'{"id": "x", "choices": [', "application/json")
                     return
-                choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
-                if chat:
-                    choice["message"] = {"role": "assistant", "content": text}
-                else:
-                    choice["text"] = text
                 self._json(
                     200,
                     {
@@ -160,11 +178,11 @@ class DevServer:
                         "object": "chat.completion" if chat else "text_completion",
                         "created": 0,
                         "model": body.get("model", "scripted"),
-                        "choices": [choice],
+                        "choices": choices,
                         "usage": {
-                            "prompt_tokens": len(prompt.split()),
+                            "prompt_tokens": prompt_tokens,
                             "completion_tokens": completion_tokens,
-                            "total_tokens": len(prompt.split()) + completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens,
                         },
                     },
                 )
@@ -228,12 +246,22 @@ def main() -> None:
     parser.add_argument("--tokens-per-second", type=float, default=0.0, help="0: answers arrive at once")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests answered with a fault")
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from: {', '.join(FAULTS)}")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="requests processed at once; 0: no limit")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     args = parser.parse_args()
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
     if unknown:
         parser.error(f"unknown fault {sorted(unknown)[0]!r}; choose from {', '.join(FAULTS)}")
-    server = DevServer(ServerConfig(args.latency, args.tokens_per_second, args.fault_rate, faults), args.port)
+    config = ServerConfig(
+        args.latency,
+        args.tokens_per_second,
+        args.fault_rate,
+        faults,
+        seed=args.seed,
+        max_concurrent=args.max_concurrent,
+    )
+    server = DevServer(config, args.port)
     print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)
     try:
         server._server.serve_forever()

@@ -10,16 +10,17 @@ only the keys that cannot change what was already generated (the target count, r
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from selfinstruct import config as cfg
 from selfinstruct.export import export
-from selfinstruct.lm import LM, create_backend
-from selfinstruct.lm.engine import Engine
+from selfinstruct.lm import LM, create_backends
+from selfinstruct.lm.engine import Engine, Prices
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages import Report, no_report
 from selfinstruct.stages.bootstrap import bootstrap
@@ -27,6 +28,8 @@ from selfinstruct.stages.classify import classify
 from selfinstruct.stages.instances import generate_instances
 from selfinstruct.stages.prepare import prepare
 from selfinstruct.store import DB_NAME, Store
+
+T = TypeVar("T")
 
 # Keys a resumed run may change: none of them alters what the stored requests asked for.
 RESUMABLE_KEYS = {
@@ -36,6 +39,15 @@ RESUMABLE_KEYS = {
     "lm.threads",
     "lm.base_url",
     "lm.max_consecutive_failures",
+    "lm.parallel",
+    "lm.concurrency",
+    "lm.ordered",
+    "lm.requests_per_minute",
+    "lm.tokens_per_minute",
+    "lm.price_input",
+    "lm.price_output",
+    "lm.max_cost",
+    "lm.max_tokens_total",
     "prepare.max_instances_per_task",
     "prepare.include_seed_tasks",
 }
@@ -65,12 +77,25 @@ def _resolve_config(
     return config
 
 
+def _upgrade_stored_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Read a config stored by an older version: lm.base_url was one optional URL, now a list of replicas."""
+    lm = values.get("lm", {})
+    if lm.get("base_url") is None or isinstance(lm.get("base_url"), str):
+        lm["base_url"] = [lm["base_url"]] if lm.get("base_url") else []
+    return values
+
+
 @dataclass
 class Run:
+    """A run directory. The stages are coroutines (the engine keeps many requests in flight); this API runs
+    them on one event loop that lives as long as the Run, so HTTP sessions and the embedded model's worker
+    persist from stage to stage."""
+
     store: Store
     config: cfg.Config
-    lm: LM | None = None
+    lm: LM | list[LM] | None = None
     _engine: Engine | None = None
+    _runner: asyncio.Runner = field(default_factory=asyncio.Runner)
 
     @classmethod
     def open(
@@ -88,7 +113,7 @@ class Run:
         if (out / DB_NAME).exists():
             store = Store(out)
             text = store.get_meta("config")
-            stored = cfg.from_dict(json.loads(text)) if text else None
+            stored = cfg.from_dict(_upgrade_stored_config(json.loads(text))) if text else None
             store.close()
         config = _resolve_config(stored, config_file, overrides or {}, allow_config_change)
         # Validate the seed file before creating anything, so a bad file leaves nothing behind.
@@ -107,21 +132,38 @@ class Run:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            lm = self.config.lm
             if self.lm is None:
-                self.lm = create_backend(self.config.lm, self.config.seed)
+                self.lm = create_backends(lm, self.config.seed)
+            names = list(lm.base_url) if lm.backend == "openai" and lm.base_url else None
             self._engine = Engine(
-                self.lm, self.store, self.config.lm.max_retries, self.config.lm.max_consecutive_failures
+                self.lm,
+                self.store,
+                concurrency=lm.concurrency,
+                max_retries=lm.max_retries,
+                max_consecutive_failures=lm.max_consecutive_failures,
+                requests_per_minute=lm.requests_per_minute,
+                tokens_per_minute=lm.tokens_per_minute,
+                ordered=lm.ordered,
+                prices=Prices(lm.price_input, lm.price_output),
+                max_cost=lm.max_cost,
+                max_tokens_total=lm.max_tokens_total,
+                names=names,
             )
         return self._engine
 
+    def run_coroutine(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this run's event loop (where the engine and its backends live)."""
+        return self._runner.run(coroutine)
+
     def bootstrap(self, report: Report = no_report) -> None:
-        bootstrap(self.config, self.store, self.engine, report)
+        self.run_coroutine(bootstrap(self.config, self.store, self.engine, report))
 
     def classify(self, report: Report = no_report) -> None:
-        classify(self.config, self.store, self.engine, report)
+        self.run_coroutine(classify(self.config, self.store, self.engine, report))
 
     def instances(self, report: Report = no_report) -> None:
-        generate_instances(self.config, self.store, self.engine, report)
+        self.run_coroutine(generate_instances(self.config, self.store, self.engine, report))
 
     def prepare(self, report: Report = no_report) -> None:
         prepare(self.config, self.store, report)
@@ -153,5 +195,16 @@ class Run:
             "instances_dropped": sum(1 for r in instances if r["verdict"] == "dropped"),
         }
 
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        self.store.close()
+        try:
+            if self._engine is not None:
+                self._runner.run(self._engine.aclose())
+        finally:
+            self._runner.close()
+            self.store.close()

@@ -302,7 +302,8 @@ class Store:
             "SELECT stage, COUNT(*) AS requests, SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed,"
             " SUM(status = 'pending') AS pending, SUM(attempts) AS attempts,"
             " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
-            " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(latency), 0) AS seconds"
+            " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(latency), 0) AS seconds,"
+            " MAX(completed_at) - MIN(created_at) AS span"
             " FROM requests GROUP BY stage ORDER BY MIN(id)"
         ).fetchall()
         return [dict(r) for r in rows]

@@ -26,29 +26,45 @@ class Completion:
 class BackendError(RuntimeError):
     """A request failed. `retryable` says whether sending it again may succeed."""
 
-    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retryable: bool = True, retry_after: float | None = None, overloaded: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it said
+        self.overloaded = overloaded  # 429/503: the engine sends fewer requests at once to this endpoint
 
 
 class LM(Protocol):
+    """A backend. `complete` is a coroutine: the engine keeps many requests in flight at once, and a backend
+    may serve them together (the embedded one decodes several sequences in one batch)."""
+
     # Identifies the model in request keys: the same prompt sent to another model is another request.
     model_id: str
 
-    def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
         """Complete `prompt`. `seed` makes sampling reproducible where the backend supports it."""
         ...
 
+    async def aclose(self) -> None:
+        """Release connections, threads and model memory; called once when the run ends."""
+        ...
 
-def create_backend(lm: LMConfig, seed: int) -> LM:
-    """Build the backend named in the config (imports are lazy: each backend has heavy dependencies)."""
+
+def create_backends(lm: LMConfig, seed: int) -> list[LM]:
+    """Build the backend named in the config: one per replica (--base-url repeated) for an HTTP endpoint.
+    Imports are lazy: each backend has heavy dependencies."""
     if lm.backend == "llamacpp":
         from selfinstruct.lm.llamacpp import LlamaCppLM
 
-        return LlamaCppLM(lm.model, context_size=lm.context_size, threads=lm.threads, seed=seed)
+        return [LlamaCppLM(lm.model, context_size=lm.context_size, threads=lm.threads, seed=seed, parallel=lm.parallel)]
+    if lm.backend == "transformers":
+        from selfinstruct.lm.transformers import TransformersLM
+
+        return [TransformersLM(lm.model, seed=seed, batch_size=lm.parallel, threads=lm.threads)]
     if lm.backend == "openai":
         from selfinstruct.lm.openai import OpenAILM
 
-        return OpenAILM(lm.model, base_url=lm.base_url, api=lm.api, timeout=lm.timeout)
+        urls = list(lm.base_url) or [None]
+        return [OpenAILM(lm.model, base_url=url, api=lm.api, timeout=lm.timeout) for url in urls]
     raise ValueError(f"unknown backend {lm.backend!r}")

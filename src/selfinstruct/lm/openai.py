@@ -1,72 +1,115 @@
-"""OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp's server, Ollama, TGI) via the `openai` client.
+"""OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp's server, Ollama, TGI), over aiohttp.
+
+A plain HTTP client rather than the `openai` package: the engine keeps dozens of requests in flight, and the
+official client costs several times more CPU per request than the request itself is worth on a small machine.
+The protocol surface used is small: POST /completions or /chat/completions, and the error statuses.
 
 The API key comes from OPENAI_API_KEY only; it is never stored in the run directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
+
+import aiohttp
 
 from selfinstruct.config import Sampling
 from selfinstruct.lm import BackendError, Completion
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OVERLOADED = (429, 503, 529)  # the server asks for less: the engine lowers this replica's concurrency
 
 
 class OpenAILM:
     def __init__(
         self, model: str | None, base_url: str | None = None, api: str = "completions", timeout: float = 120.0
     ) -> None:
-        import openai
-
         if not model:
             raise BackendError("the openai backend needs --model NAME (the model the endpoint serves)", retryable=False)
-        # Local servers (llama.cpp, vLLM) accept any key; the client insists on one being set.
+        # Local servers (llama.cpp, vLLM) accept any key; api.openai.com needs one.
         key = os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
         if key is None:
             raise BackendError("set OPENAI_API_KEY (or pass --base-url for a local server)", retryable=False)
-        # Retries are the engine's job (it journals each attempt), so the client must not retry on its own.
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
-        self._openai = openai
-        self._api = api
         self.model_id = model
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._url = f"{self.base_url}/{'chat/completions' if api == 'chat' else 'completions'}"
+        self._chat = api == "chat"
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
 
-    def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
-        args = dict(
-            model=self.model_id,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            stop=list(sampling.stop)[:4] or None,  # OpenAI accepts at most 4 stop sequences
-            seed=seed,
-        )
+    def _client(self) -> aiohttp.ClientSession:
+        # Created inside the running event loop; no connection cap here (the engine caps requests in flight).
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout, headers=self._headers
+            )
+        return self._session
+
+    def _body(self, prompt: str, sampling: Sampling, seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "frequency_penalty": sampling.frequency_penalty,
+            "presence_penalty": sampling.presence_penalty,
+            "seed": seed,
+        }
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)[:4]  # OpenAI accepts at most 4 stop sequences
+        if self._chat:
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        return body
+
+    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
         try:
-            if self._api == "chat":
-                resp = self._client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **args)
-                choice = resp.choices[0]
-                text = choice.message.content or ""
-            else:
-                resp = self._client.completions.create(prompt=prompt, **args)
-                choice = resp.choices[0]
-                text = choice.text or ""
-        except self._openai.APIStatusError as e:
-            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
-            raise BackendError(f"HTTP {e.status_code}: {e.message}", retryable, _retry_after(e.response)) from e
-        except self._openai.APIConnectionError as e:  # refused, reset, timed out
-            raise BackendError(f"{type(e).__name__}: {e}") from e
-        except Exception as e:  # a body that is not the JSON it claims to be, no choices, other protocol garbage
+            async with self._client().post(self._url, data=json.dumps(self._body(prompt, sampling, seed))) as resp:
+                raw = await resp.read()
+                status, retry_after = resp.status, _retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as e:
+            raise BackendError(f"cannot connect to {self.base_url} ({e.os_error.strerror or e.os_error})") from e
+        except TimeoutError as e:
+            raise BackendError(f"no answer from {self.base_url} within {self._timeout.total:g} s") from e
+        except (aiohttp.ClientError, OSError) as e:  # reset, closed mid-answer
+            raise BackendError(f"{type(e).__name__}: {e}".rstrip(": ")) from e
+        if status != 200:
+            retryable = status in (408, 409) or status == 429 or status >= 500
+            raise BackendError(
+                f"HTTP {status}: {_error_message(raw)}", retryable, retry_after, overloaded=status in OVERLOADED
+            )
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if self._chat else choice["text"]
+            usage = data.get("usage") or {}
+            return Completion(
+                text=text or "",
+                finish_reason=choice.get("finish_reason") or "stop",
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as e:  # not the JSON it claims to be
             raise BackendError(f"invalid response: {type(e).__name__}: {e}") from e
-        usage = resp.usage
-        return Completion(
-            text=text,
-            finish_reason=choice.finish_reason or "stop",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _retry_after(response: object) -> float | None:
-    value = getattr(response, "headers", {}).get("retry-after")
+def _error_message(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return raw[:200].decode("utf-8", "replace") or "(empty body)"
+
+
+def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:  # an HTTP date: rare from inference servers; our own backoff applies

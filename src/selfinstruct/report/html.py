@@ -127,14 +127,16 @@ def _funnel_table(funnel: Funnel, unit: str, kept_word: str) -> str:
 def _requests_table(stats: RunStats) -> str:
     head = (
         "<tr><th>stage</th><th>requests</th><th>ok</th><th>failed</th><th>attempts</th><th>tokens in</th>"
-        "<th>tokens out</th><th>latency p50 / p90 / p99 (s)</th><th>cost</th></tr>"
+        "<th>tokens out</th><th>latency p50 / p90 / p99 (s)</th><th>answers/s</th><th>cost</th></tr>"
     )
     body = "".join(
         f"<tr><td>{escape(r['stage'])}</td><td class='n'>{r['requests']:,}</td><td class='n'>{r['ok']:,}</td>"
         f"<td class='n'>{r['failed']:,}</td><td class='n'>{r['attempts']:,}</td>"
         f"<td class='n'>{r['prompt_tokens']:,}</td><td class='n'>{r['completion_tokens']:,}</td>"
         f"<td class='n'>{r['p50']:.2f} / {r['p90']:.2f} / {r['p99']:.2f}</td>"
-        f"<td class='muted'>no prices configured</td></tr>"
+        f"<td class='n'>{r['per_second']:.2f}</td>"
+        + (f"<td class='n'>${r['cost']:.4f}</td>" if r["cost"] is not None else "<td class='muted'>no prices set</td>")
+        + "</tr>"
         for r in stats.requests
     )
     return f"<table id='requests'>{head}{body}</table>"

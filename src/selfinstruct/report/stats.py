@@ -4,11 +4,13 @@ the HTML report and the dataset card."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfinstruct.lm.engine import Prices
 from selfinstruct.similarity import SimilarityIndex
 from selfinstruct.store import Store
 
@@ -69,12 +71,25 @@ def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str) -> Funne
 
 
 def request_stats(store: Store) -> list[dict[str, Any]]:
+    """Per stage: the journal's counts and tokens, latency percentiles, answered requests per second of the
+    stage's span (first request to last answer), and the cost at the run's configured prices (None if unset)."""
     latencies = store.latencies()
+    lm = json.loads(store.get_meta("config") or "{}").get("lm", {})
+    prices = Prices(lm.get("price_input") or 0.0, lm.get("price_output") or 0.0)
+    priced = bool(prices.input or prices.output)
     rows = []
     for r in store.request_stats():
         seconds = latencies.get(r["stage"], [])
+        span = r["span"] or 0.0
         rows.append(
-            {**r, "p50": percentile(seconds, 50), "p90": percentile(seconds, 90), "p99": percentile(seconds, 99)}
+            {
+                **r,
+                "p50": percentile(seconds, 50),
+                "p90": percentile(seconds, 90),
+                "p99": percentile(seconds, 99),
+                "per_second": r["ok"] / span if span > 0 else 0.0,
+                "cost": prices.cost(r["prompt_tokens"], r["completion_tokens"]) if priced else None,
+            }
         )
     return rows
 

@@ -8,6 +8,7 @@ stored as rejected with its reason.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections import Counter
@@ -15,10 +16,10 @@ from collections import Counter
 from selfinstruct.config import Config
 from selfinstruct.filters import check_instruction, instruction_filters
 from selfinstruct.lm import Completion
-from selfinstruct.lm.engine import Engine
+from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.similarity import SimilarityIndex
 from selfinstruct.stages import Report, no_report
-from selfinstruct.store import Store
+from selfinstruct.store import Request, Store
 
 STAGE = "bootstrap"
 NEIGHBOURS = 10
@@ -62,6 +63,17 @@ def parse_instructions(completion: Completion) -> list[str]:
 
 
 class Bootstrapper:
+    """Sends bootstrap requests, up to the engine's concurrency at once, until the pool holds the target.
+
+    It launches a request only while the accepted instructions plus those expected from requests in flight
+    (at the yield seen so far) fall short of the target, so a run overshoots by little. Each prompt is sampled
+    from the pool when a slot frees. In ordered mode, request n is sampled from the pool as it was after
+    request n - concurrency, and the launch decision uses that snapshot too: with results applied in
+    submission order, a fixed seed then gives the same pool whatever the timing.
+    """
+
+    PRIOR_YIELD = 2.0  # accepted instructions expected per request before any has been answered
+
     def __init__(self, config: Config, store: Store, engine: Engine) -> None:
         self.config = config
         self.store = store
@@ -73,11 +85,21 @@ class Bootstrapper:
         # Progress counts, kept in memory rather than re-counted in the database after every request.
         self.candidates = store.candidate_count()
         self.rejected = Counter(store.reject_reasons())
+        self.answered = engine.usage[STAGE].requests if STAGE in engine.usage else 0
         self.index = SimilarityIndex(self.seeds + self.machine, cfg.similarity_threshold, cfg.tokenizer)
+        self.report: Report = no_report
+        # Request numbering and, in ordered mode, the (accepted, answered) state after each settled request.
+        self.first = self.next = 0
+        self.settled = 0
+        self.snapshots: list[tuple[int, int]] = []
+        self.initial = (len(self.machine), self.answered)
+        self.cursor = -1  # ordered mode: the earliest snapshot still to consider for the next request
+        self.pool_size: dict[int, int] = {}  # ordered mode: the pool each launched request is sampled from
 
     def judge(self, request_id: int, completion: Completion) -> None:
         """Filter the candidates of one response and store each with its verdict (runs inside the
         transaction that stores the response)."""
+        self.answered += 1
         for position, text in enumerate(parse_instructions(completion)):
             keep, reason = check_instruction(text, self.filters)
             max_rouge = nearest = neighbours = mean = None
@@ -102,32 +124,86 @@ class Bootstrapper:
                 self.index.add(text)
                 self.machine.append(text)
 
-    def run(self, report: Report = no_report) -> None:
+    def progress(self) -> None:
         target = self.config.num_instructions
+        rate = len(self.machine) / self.candidates if self.candidates else 0.0
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+        self.report(min(len(self.machine), target), target, f"kept {rate:.0%} of {self.candidates}; {reasons}")
+
+    async def _next_number(self) -> int | None:
+        """The number of the next request worth sending, once it is; None when the target is met.
+
+        Launch while accepted + expected yield x requests in flight < target. Unordered, that is the live state.
+        Ordered, it is the state after some earlier request settled, so that the decision and the prompt's pool
+        do not depend on timing: the first snapshot, from request n - concurrency on, at which the condition holds
+        (or the target is met). The last one, with nothing in flight, always decides."""
+        target = self.config.num_instructions
+        async with self.engine.changed:
+            while True:
+                number = self.next
+                if self.engine.ordered:
+                    j = max(self.cursor, number - self.first - self.engine.concurrency, -1)
+                    if j >= len(self.snapshots):
+                        await self.engine.changed.wait()
+                        continue
+                    accepted, answered = self.snapshots[j] if j >= 0 else self.initial
+                    inflight = number - self.first - (j + 1)
+                else:
+                    accepted, answered, inflight = len(self.machine), self.answered, number - self.first - self.settled
+                if accepted >= target:
+                    return None
+                expected = accepted / answered if answered else self.PRIOR_YIELD
+                if accepted + expected * inflight < target:
+                    self.pool_size[number] = accepted
+                    self.next += 1
+                    return number
+                if self.engine.ordered:
+                    self.cursor = j + 1  # deterministic: try the next snapshot
+                else:
+                    await self.engine.changed.wait()
+
+    def _prompt(self, number: int) -> str:
+        # The sample of in-context instructions depends only on the run seed, the request number and the pool.
         cfg = self.config.bootstrap
+        rng = random.Random(f"{self.config.seed}:{STAGE}:{number}")
+        pool_size = self.pool_size.pop(number)
+        machine = self.machine[:pool_size] if self.engine.ordered else self.machine
+        shown = sample_prompt_instructions(
+            rng, self.seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
+        )
+        return encode_prompt(shown)
 
-        def progress() -> None:
-            rate = len(self.machine) / self.candidates if self.candidates else 0.0
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
-            report(min(len(self.machine), target), target, f"kept {rate:.0%} of {self.candidates}; {reasons}")
+    async def _worker(self) -> None:
+        while (number := await self._next_number()) is not None:
+            try:
+                await self.engine.request(
+                    STAGE,
+                    functools.partial(self._prompt, number),
+                    self.config.bootstrap.sampling,
+                    sample_index=number,
+                    on_result=self.judge,
+                )
+            finally:
+                # Settled in number order in ordered mode (results are applied in submission order).
+                self.settled += 1
+                self.snapshots.append((len(self.machine), self.answered))
+                self.progress()
+                await self.engine.notify()
 
-        progress()
+    async def _resend(self, request: Request) -> None:
+        await self.engine.resend(request, self.judge)
+        self.progress()
+
+    async def run(self, report: Report = no_report) -> None:
+        self.report = report
+        self.progress()
         # First the requests a killed run left in flight, or that failed: they are journaled and were meant to be
         # sent, so they are all sent again (even past the target), and none is left unanswered.
-        for request in self.store.unfinished_requests(STAGE):
-            self.engine.resend(request, self.judge)
-            progress()
-        while len(self.machine) < target:
-            # The sample of in-context instructions depends only on the run seed, the request number and the
-            # pool, so a run with a fixed seed is reproducible.
-            number = self.store.count_requests(STAGE)
-            rng = random.Random(f"{self.config.seed}:{STAGE}:{number}")
-            shown = sample_prompt_instructions(
-                rng, self.seeds, self.machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
-            )
-            self.engine.request(STAGE, encode_prompt(shown), cfg.sampling, sample_index=number, on_result=self.judge)
-            progress()
+        await run_all(self.engine, map(self._resend, self.store.unfinished_requests(STAGE)))
+        self.first = self.next = self.store.count_requests(STAGE)
+        self.initial = (len(self.machine), self.answered)
+        await run_all(self.engine, (self._worker() for _ in range(self.engine.concurrency)))
 
 
-def bootstrap(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    Bootstrapper(config, store, engine).run(report)
+async def bootstrap(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
+    await Bootstrapper(config, store, engine).run(report)

@@ -12,9 +12,9 @@ import re
 
 from selfinstruct.config import Config
 from selfinstruct.lm import Completion
-from selfinstruct.lm.engine import Engine
+from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.stages import Report, load_prompt, no_report
-from selfinstruct.store import Store
+from selfinstruct.store import Instruction, Store
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 1.0
@@ -31,42 +31,42 @@ def parse_answer(text: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
+async def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
     prefix = load_prompt("classify.txt")
     cfg = config.classify
     todo = [i for i in store.accepted("machine") if i.classification is None]
     counts = {"yes": 0, "no": 0, "unknown": 0, "failed": 0}
-    for done, instruction in enumerate(todo):
-        report(done, len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    def progress() -> None:
+        report(sum(counts.values()), len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    async def one(instruction: Instruction) -> None:
         prompt = encode_prompt(prefix, instruction.text)
-        label = None
-        failed = False
+
+        def record(request_id: int, completion: Completion) -> None:
+            answer = parse_answer(completion.text)
+            if answer:  # stored with its response, in one transaction
+                store.set_classification(instruction.id, answer)
+
         for attempt in range(cfg.max_attempts):
             sampling = (
                 cfg.sampling
                 if attempt == 0
                 else dataclasses.replace(cfg.sampling, temperature=max(cfg.sampling.temperature, RETRY_TEMPERATURE))
             )
-
-            def record(request_id: int, completion: Completion, instruction_id: int = instruction.id) -> None:
-                answer = parse_answer(completion.text)
-                if answer:  # stored with its response, in one transaction
-                    store.set_classification(instruction_id, answer)
-
-            completion = engine.request(
+            completion = await engine.request(
                 STAGE, prompt, sampling, sample_index=attempt, instruction_id=instruction.id, on_result=record
             )
             if completion is None:
-                failed = True  # left unclassified: the next run retries it
+                counts["failed"] += 1  # left unclassified: the next run retries it
                 break
-            label = parse_answer(completion.text)
-            if label:
+            if label := parse_answer(completion.text):
+                counts[label] += 1
                 break
-        if failed:
-            counts["failed"] += 1
-        elif label is None:
+        else:
             store.set_classification(instruction.id, "unknown")
             counts["unknown"] += 1
-        else:
-            counts[label] += 1
-    report(len(todo), len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        progress()
+
+    progress()
+    await run_all(engine, map(one, todo))

@@ -182,7 +182,7 @@ def test_ordered_mode_gives_the_same_dataset_whatever_the_timing(tmp_path: Path)
 
 def test_token_budget_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     lm = ScriptedLM()
-    with Run.open(tmp_path, {"num_instructions": 30, "lm": {"max_tokens_total": 500}}, lm=lm) as run:
+    with Run.open(tmp_path, {"num_instructions": 30, "lm": {"max_tokens_total": 500, "concurrency": 2}}, lm=lm) as run:
         with pytest.raises(BudgetReached, match="token budget is spent"):
             run.bootstrap()
         tokens, _ = run.engine.spent()

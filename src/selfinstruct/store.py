@@ -177,6 +177,21 @@ class Store:
         finally:
             self._depth = 0
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the open transaction that is undone alone if it fails (the rest still commits)."""
+        if not self._depth:
+            raise RuntimeError("a savepoint needs an open transaction")
+        self._db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO part")
+            self._db.execute("RELEASE part")
+            raise
+        else:
+            self._db.execute("RELEASE part")
+
     def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self.transaction():
             return self._db.execute(sql, args)

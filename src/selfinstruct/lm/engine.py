@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -39,12 +40,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from selfinstruct.config import Sampling
 from selfinstruct.lm import LM, BackendError, Completion
 from selfinstruct.store import Request, Store
 
 OnResult = Callable[[int, Completion], None]
+T = TypeVar("T")
 SET_ASIDE_AFTER = 5  # consecutive failed attempts before a replica is set aside
 SET_ASIDE_SECONDS = 5.0  # first time; doubles each time, up to SET_ASIDE_MAX
 SET_ASIDE_MAX = 60.0
@@ -134,6 +137,48 @@ class _Lease:
     started: float = field(default_factory=time.perf_counter)
 
 
+class Journal:
+    """Group commit: writes queued in one turn of the event loop commit together, each in its own savepoint.
+
+    Under concurrency, one fsync per write (each request is journaled before it is sent and again with its
+    answer) would stall the event loop hundreds of times a second. Queued writes run at the end of the loop's
+    current turn in one transaction; a write that fails is undone alone and fails only its own caller; each
+    caller resumes once its write is durable."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    async def write(self, operation: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((operation, future))
+        return await future
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.store.transaction():
+                for operation, _ in queue:
+                    try:
+                        with self.store.savepoint():
+                            outcomes.append((True, operation()))
+                    except Exception as e:
+                        outcomes.append((False, e))
+        except BaseException as e:  # the commit itself failed (disk full): nothing of the group is stored
+            outcomes = [(False, e)] * len(queue)
+        for (_, future), (ok, value) in zip(queue, outcomes, strict=True):
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
 class Engine:
     def __init__(
         self,
@@ -158,6 +203,7 @@ class Engine:
         self.lm = lms[0]
         self.model_id = self.lm.model_id
         self.store = store
+        self.journal = Journal(store)
         self.concurrency = concurrency
         names = names or [f"replica {i + 1}" for i in range(len(lms))]
         self.replicas = [Replica(lm, name, concurrency) for lm, name in zip(lms, names, strict=True)]
@@ -327,22 +373,26 @@ class Engine:
                 await wait_turn()
                 completion = stored.completion()
                 if on_result:
-                    with self.store.transaction():
-                        on_result(stored.id, completion)
+                    await self.journal.write(functools.partial(on_result, stored.id, completion))
                 return completion
             params = {**dataclasses.asdict(sampling), "seed": self._seed(key)}
-            request_id = self.store.begin_request(
-                key, stage, self.model_id, prompt, params, sample_index, instruction_id
+            request_id = await self.journal.write(
+                functools.partial(
+                    self.store.begin_request, key, stage, self.model_id, prompt, params, sample_index, instruction_id
+                )
             )
             answer = await self._send(request_id, key, prompt, sampling, lease)
             await wait_turn()
             if answer is None:
                 return None
             completion, latency = answer
-            with self.store.transaction():
+
+            def store_answer() -> None:  # the response and its results: together or not at all
                 self.store.finish_request(request_id, completion, latency)
                 if on_result:
                     on_result(request_id, completion)
+
+            await self.journal.write(store_answer)
             self.usage.setdefault(stage, Usage()).add(completion)
             await self.notify()
             return completion

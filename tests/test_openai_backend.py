@@ -126,3 +126,58 @@ def test_server_that_disappears_mid_run_and_comes_back(tmp_path: Path) -> None:
     retried = query(tmp_path, "SELECT COUNT(*) FROM requests WHERE attempts > 1")[0][0]
     assert retried >= 1  # the outage was felt, and ridden out by retries
     assert run.store.count_accepted_machine() >= 10
+
+
+def test_cli_spreads_requests_over_replicas_and_stops_at_a_token_budget(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from selfinstruct.cli import BUDGET_EXIT_CODE, cli
+
+    with DevServer(ServerConfig(latency=0.02)) as one, DevServer(ServerConfig(latency=0.02)) as two:
+        args = ["run", "--out", str(tmp_path), "--backend", "openai", "--model", "tiny", "--concurrency", "8"]
+        args += ["--base-url", one.base_url, "--base-url", two.base_url, "--num-instructions", "30"]
+        result = CliRunner().invoke(cli, [*args, "--max-tokens-total", "3000"])
+        assert result.exit_code == BUDGET_EXIT_CODE, result.output
+        assert "stopped: the token budget is spent" in result.output and "tokens in" in result.output
+        assert query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]
+        # Raising the budget resumes the run to the end; both replicas did part of the work.
+        result = CliRunner().invoke(cli, [*args, "--max-tokens-total", "10000000"])
+        assert result.exit_code == 0, result.output
+        assert one.counts["ok"] > 10 and two.counts["ok"] > 10
+        (ok,) = query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status = 'ok'")[0]
+        assert one.counts["ok"] + two.counts["ok"] == ok  # nothing sent twice
+
+
+def test_prices_give_a_cost_in_the_summary(tmp_path: Path, endpoint: DevServer) -> None:
+    from click.testing import CliRunner
+
+    from selfinstruct.cli import cli
+
+    config = tmp_path / "prices.toml"
+    config.write_text("[lm]\nprice_input = 0.5\nprice_output = 1.5\n")
+    args = ["run", "--out", str(tmp_path / "run"), "--backend", "openai", "--model", "tiny"]
+    result = CliRunner().invoke(cli, [*args, "--base-url", endpoint.base_url, "--num-instructions", "3"])
+    assert result.exit_code == 0, result.output
+    assert "cost" in result.output and "$0." not in result.output  # no prices: no cost
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--out",
+            str(tmp_path / "priced"),
+            *args[3:],
+            "--config",
+            str(config),
+            "--base-url",
+            endpoint.base_url,
+            "--num-instructions",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    per_stage = query(
+        tmp_path / "priced", "SELECT stage, SUM(prompt_tokens), SUM(completion_tokens) FROM requests GROUP BY stage"
+    )
+    assert len(per_stage) == 3
+    for stage, tokens_in, tokens_out in per_stage:
+        assert f"${(tokens_in * 0.5 + tokens_out * 1.5) / 1e6:.4f}" in result.output, stage

@@ -165,8 +165,18 @@ def _open(out: str, config_file: str | None, allow_config_change: bool, **flags:
     return Run.open(out, _overrides(**flags), config_file, allow_config_change)
 
 
+def _spending(run: Run) -> str:
+    """Tokens (and dollars, when prices are set) the run directory has used so far, for the progress bars."""
+    spent = run.spent()
+    if spent is None:
+        return ""
+    tokens, cost = spent
+    lm = run.config.lm
+    return f" | {tokens:,} tokens" + (f", ${cost:.4f}" if lm.price_input or lm.price_output else "")
+
+
 @contextmanager
-def _progress() -> Iterator[Callable[[str], Report]]:
+def _progress(run: Run) -> Iterator[Callable[[str], Report]]:
     columns = (
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -180,7 +190,7 @@ def _progress() -> Iterator[Callable[[str], Report]]:
             task = progress.add_task(stage, total=None, info="")
 
             def report(completed: int, total: int, info: str) -> None:
-                progress.update(task, completed=completed, total=total, info=info)
+                progress.update(task, completed=completed, total=total, info=f"{info}{_spending(run)}")
 
             return report
 
@@ -266,7 +276,7 @@ def run(**options: Any) -> None:
     """
     with _open(**options) as r, _stopping_at_budget(r):
         r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
-        with _progress() as for_stage:
+        with _progress(r) as for_stage:
             counts = r.run_all({stage: for_stage(stage) for stage in STAGES})
         _print_summary(r)
         console.print(f"exported {counts.get('alpaca_data.json', 0)} instances to {r.store.run_dir / 'export'}")
@@ -279,7 +289,7 @@ def _stage_command(stage: str, help_text: str) -> None:
         with _open(**options) as r, _stopping_at_budget(r):
             if stage != "prepare":  # prepare makes no LM call
                 r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
-            with _progress() as for_stage:
+            with _progress(r) as for_stage:
                 getattr(r, stage)(for_stage(stage))
             _print_summary(r)
 

@@ -152,6 +152,10 @@ class Run:
             )
         return self._engine
 
+    def spent(self) -> tuple[int, float] | None:
+        """(tokens, dollars) used by this run directory so far; None before any LM work was set up."""
+        return self._engine.spent() if self._engine is not None else None
+
     def run_coroutine(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this run's event loop (where the engine and its backends live)."""
         return self._runner.run(coroutine)

@@ -375,6 +375,8 @@ class Engine:
                 if on_result:
                     await self.journal.write(functools.partial(on_result, stored.id, completion))
                 return completion
+            if lease is None:
+                self._check_budget()  # before journaling: a request stopped by the budget leaves no trace
             params = {**dataclasses.asdict(sampling), "seed": self._seed(key)}
             request_id = await self.journal.write(
                 functools.partial(
@@ -428,8 +430,6 @@ class Engine:
         last: Replica | None = None
         while True:
             if lease is None:
-                if attempt == 0:
-                    self._check_budget()
                 lease = await self._acquire(estimate, avoid=last)
             if self._send_log:
                 with open(self._send_log, "a", encoding="utf-8") as log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import sys
@@ -14,12 +15,21 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from selfinstruct import dedup
 from selfinstruct.config import ConfigError
 from selfinstruct.export import FORMATS, ExportError, atomic_write, push_to_hub
+from selfinstruct.finetune import METHODS, PROMPT_FORMATS, FinetuneError, Settings, finetune
 from selfinstruct.lm import BackendError
 from selfinstruct.lm.engine import BudgetReached, EndpointDown
 from selfinstruct.pipeline import STAGES, Run, RunError
@@ -465,6 +475,224 @@ def dedup_command(
         f"(ROUGE-L > {threshold}) in {time.perf_counter() - started:.2f} s",
         err=True,
     )
+
+
+@cli.command("finetune")
+@click.argument("data", type=click.Path(exists=True))
+@click.option(
+    "--base-model",
+    default=None,
+    help="A Hugging Face model directory or a GGUF file (default: the embedded SmolLM2-135M-Instruct GGUF).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="New directory for merged/ (the fine-tuned model), adapter/ (LoRA only) and finetune.json.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="lora",
+    show_default=True,
+    help="lora: LoRA r=16 on every linear layer, then merged; full: every weight.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Passes over the data.")
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Default: 2e-4 for lora, 2e-5 for full.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=8),
+    default=512,
+    show_default=True,
+    help="Tokens per example, prompt included; longer examples lose their end.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Examples per step.")
+@click.option(
+    "--format",
+    "prompt_format",
+    type=click.Choice(PROMPT_FORMATS),
+    default="paper",
+    show_default=True,
+    help="paper: the paper's template (instruction, Input:, Output:), which works for base models; chat: the "
+    "tokenizer's chat template.",
+)
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the CPU or GPU supports it).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed for LoRA's initial weights and shuffling.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output directory once training succeeds.")
+@_handle_errors
+def finetune_command(
+    data: str, base_model: str | None, output: str, overwrite: bool, learning_rate: float | None, **settings: Any
+) -> None:
+    """Fine-tune a model on Self-Instruct data (pip install 'selfinstruct[finetune]').
+
+    DATA is a run directory, alpaca_data.json, openai_chat.jsonl, the paper's finetuning_data.jsonl or an
+    hf_dataset directory. Example:
+
+        selfinstruct finetune runs/demo --output models/demo --epochs 2
+    """
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[loss]}"),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+            task: TaskID | None = None
+
+            def report(step: int, total: int, loss: float | None) -> None:
+                nonlocal task
+                if task is None:
+                    task = progress.add_task("training", total=total, loss="")
+                progress.update(task, completed=step, total=total, loss=f"loss {loss:.4f}" if loss is not None else "")
+
+            result = finetune(
+                data,
+                output,
+                base_model,
+                Settings(learning_rate=learning_rate, **settings),
+                overwrite,
+                status=lambda message: progress.console.print(message, highlight=False),
+                report=report,
+            )
+    except FinetuneError as e:
+        _fail(str(e))
+    s = result.settings
+    click.echo(
+        f"trained {s.method} ({'bf16' if s.bf16 else 'fp32'}, lr {s.learning_rate:g}) on {result.examples} examples "
+        f"x {s.epochs} epochs in {result.train_seconds:.1f} s ({result.examples_per_second:.2f} examples/s); "
+        f"final loss {result.final_loss:.4f}, mean {result.mean_loss:.4f}"
+    )
+    if result.at_max_length:
+        click.echo(f"warning: {result.at_max_length} examples reached --max-length {s.max_length} and were cut")
+    click.echo(f"sample: {result.sample['completion']!r}")
+    click.echo(f"wrote {result.output_dir} (merged/{', adapter/' if result.adapter_dir else ''}, finetune.json)")
+    click.echo(f"use it with --backend transformers --model {result.merged_dir}")
+
+
+@cli.command("evaluate")
+@click.argument("more_files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--predictions",
+    "predictions",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Prediction files "
+    "to score (JSONL: prompt, instruction, input, response, target); several may follow one --predictions.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="A model to evaluate: a GGUF file (llama.cpp), a Hugging Face "
+    "model directory (transformers) or an endpoint's model name (with --base-url). Give two to compare.",
+)
+@click.option(
+    "--eval-set",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="User-oriented evaluation set (JSONL: id, motivation_app, instruction, instances); default: the "
+    "project's own 50 tasks.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Evaluation directory: predictions, judgements, scores.json, report.html and a request journal "
+    "(an interrupted evaluation resumes). Needed with --model or --judge.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["llamacpp", "openai", "transformers"]),
+    default=None,
+    help="Backend of every --model (default: guessed from each model).",
+)
+@click.option("--base-url", multiple=True, help="openai: the endpoint serving --model (repeat for replicas).")
+@click.option(
+    "--judge",
+    "judge_backend",
+    type=click.Choice(["llamacpp", "openai", "transformers"]),
+    default=None,
+    help="Rate every response A/B/C/D with an LM judge on this backend (the paper's rubric).",
+)
+@click.option("--judge-model", default=None, help="The judge's model (default for llamacpp: the embedded model).")
+@click.option("--judge-base-url", multiple=True, help="openai: the judge's endpoint.")
+@click.option("--concurrency", type=int, default=16, help="Requests in flight at once.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help='Write {"<predictions file>": {"n": count, "rougeL": mean F1}, ...} here.',
+)
+@_handle_errors
+def evaluate_command(
+    more_files: tuple[str, ...],
+    predictions: tuple[str, ...],
+    models: tuple[str, ...],
+    eval_set: str | None,
+    out: str | None,
+    backend: str | None,
+    base_url: tuple[str, ...],
+    judge_backend: str | None,
+    judge_model: str | None,
+    judge_base_url: tuple[str, ...],
+    concurrency: int,
+    output: str | None,
+) -> None:
+    """Score prediction files with ROUGE-L, or generate and score predictions of one or two models.
+
+    \b
+    Examples:
+      selfinstruct evaluate --predictions base.jsonl tuned.jsonl --output scores.json
+      selfinstruct evaluate --model base.gguf --model runs/ft/merged --out runs/eval --judge llamacpp
+    """
+    from selfinstruct import evaluate as ev
+    from selfinstruct.config import LMConfig
+
+    files = [*predictions, *more_files]
+    if more_files and not predictions:
+        _fail("files given without --predictions; use: selfinstruct evaluate --predictions FILE...")
+    if bool(files) == bool(models):
+        _fail("give either --predictions FILE... or --model MODEL (with --out DIR)")
+    if (models or judge_backend) and not out:
+        _fail("--model and --judge need --out DIR (the evaluation directory)")
+    judge_with = None
+    if judge_backend:
+        judge_with = LMConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url)
+    if files:
+        scores = ev.score_predictions(files)
+        judged = ev.judge_files(files, judge_with, out, concurrency) if judge_with else {}
+        rows = [(path, s["n"], s["rougeL"], judged.get(path)) for path, s in scores.items()]
+    else:
+        results = ev.evaluate_models(list(models), out, eval_set, backend, base_url, judge_with, concurrency)
+        scores = {m["predictions"]: {"n": m["n"], "rougeL": m["rougeL"]} for m in results["models"].values()}
+        rows = [(label, m["n"], m["rougeL"], m.get("judge")) for label, m in results["models"].items()]
+    table = Table(title="evaluation")
+    for column in ("predictions" if files else "model", "n", "ROUGE-L", "A/B/C/D (unparsed)", "A+B"):
+        table.add_column(column, justify="left" if column in ("predictions", "model") else "right")
+    for name, n, rouge, judged_row in rows:
+        ratings = (
+            f"{judged_row['A']}/{judged_row['B']}/{judged_row['C']}/{judged_row['D']} ({judged_row['unparsed']})"
+            if judged_row
+            else "-"
+        )
+        table.add_row(name, str(n), f"{rouge:.4f}", ratings, f"{judged_row['A+B %']:.0f}%" if judged_row else "-")
+    console.print(table)
+    if not files and "comparison" in results:
+        c = results["comparison"]
+        console.print(f"{c['second']} vs {c['first']}: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses")
+    if out and not files:
+        console.print(f"report: {Path(out) / 'report.html'}")
+    if output:
+        atomic_write(Path(output), json.dumps(scores, indent=2) + "\n")
 
 
 def main() -> None:

@@ -52,6 +52,8 @@ def scripted_completion(prompt: str, seed: int = 0, classify_answer: str | None 
             else:
                 items.append(f"{rng.choice(_VERBS)} the {' '.join(rng.sample(_VOCAB, 7))}.")
         return " " + "\n".join(item if i == 0 else f"{9 + i}. {item}" for i, item in enumerate(items)), "stop"
+    if prompt.endswith("Rating (A, B, C or D):"):  # the evaluation's judge
+        return " " + rng.choice("ABCD"), "stop"
     if prompt.endswith("Is it classification?"):
         return classify_answer or rng.choice([" Yes", " No", " No"]), "stop"
     if prompt.startswith("Given the classification task definition"):

@@ -535,35 +535,39 @@ def finetune_command(
 
         selfinstruct finetune runs/demo --output models/demo --epochs 2
     """
-    columns = (
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[loss]}"),
+        console=console,
     )
+    task: TaskID | None = None
+
+    def report(step: int, total: int, loss: float | None) -> None:
+        nonlocal task
+        if task is None:  # the bar appears once training starts, below the loading messages
+            progress.start()
+            task = progress.add_task("training", total=total, loss="")
+        progress.update(task, completed=step, total=total, loss=f"loss {loss:.4f}" if loss is not None else "")
+
     try:
-        with Progress(*columns, console=console) as progress:
-            task: TaskID | None = None
-
-            def report(step: int, total: int, loss: float | None) -> None:
-                nonlocal task
-                if task is None:
-                    task = progress.add_task("training", total=total, loss="")
-                progress.update(task, completed=step, total=total, loss=f"loss {loss:.4f}" if loss is not None else "")
-
-            result = finetune(
-                data,
-                output,
-                base_model,
-                Settings(learning_rate=learning_rate, **settings),
-                overwrite,
-                status=lambda message: progress.console.print(message, highlight=False),
-                report=report,
-            )
+        result = finetune(
+            data,
+            output,
+            base_model,
+            Settings(learning_rate=learning_rate, **settings),
+            overwrite,
+            status=lambda message: console.print(message, highlight=False),
+            report=report,
+        )
     except FinetuneError as e:
         _fail(str(e))
+    finally:
+        if task is not None:  # stopping a bar never started still prints an empty line
+            progress.stop()
     s = result.settings
     click.echo(
         f"trained {s.method} ({'bf16' if s.bf16 else 'fp32'}, lr {s.learning_rate:g}) on {result.examples} examples "

@@ -135,7 +135,6 @@ class Run:
             lm = self.config.lm
             if self.lm is None:
                 self.lm = create_backends(lm, self.config.seed)
-            names = list(lm.base_url) if lm.backend == "openai" and lm.base_url else None
             self._engine = Engine(
                 self.lm,
                 self.store,
@@ -148,7 +147,6 @@ class Run:
                 prices=Prices(lm.price_input, lm.price_output),
                 max_cost=lm.max_cost,
                 max_tokens_total=lm.max_tokens_total,
-                names=names,
             )
         return self._engine
 

@@ -195,7 +195,6 @@ class Engine:
         prices: Prices | None = None,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
-        names: list[str] | None = None,
     ) -> None:
         lms = lms if isinstance(lms, list) else [lms]
         if len({lm.model_id for lm in lms}) != 1:
@@ -205,8 +204,9 @@ class Engine:
         self.store = store
         self.journal = Journal(store)
         self.concurrency = concurrency
-        names = names or [f"replica {i + 1}" for i in range(len(lms))]
-        self.replicas = [Replica(lm, name, concurrency) for lm, name in zip(lms, names, strict=True)]
+        self.replicas = [
+            Replica(lm, getattr(lm, "base_url", None) or f"replica {i + 1}", concurrency) for i, lm in enumerate(lms)
+        ]
         self.max_retries = max_retries
         self.max_consecutive_failures = max_consecutive_failures
         self.backoff = backoff
@@ -237,7 +237,7 @@ class Engine:
         cost = sum(self.prices.cost(u.prompt_tokens, u.completion_tokens) for u in self.usage.values())
         return tokens, cost
 
-    def budget_left(self) -> str | None:
+    def budget_spent(self) -> str | None:
         """None while within budget, else which budget is spent."""
         tokens, cost = self.spent()
         if self.max_tokens_total is not None and tokens >= self.max_tokens_total:
@@ -412,7 +412,7 @@ class Engine:
         )
 
     def _check_budget(self) -> None:
-        reason = self.budget_left()
+        reason = self.budget_spent()
         if reason:
             raise BudgetReached(f"{reason}: stopped before sending more. Raise the budget and run again to resume.")
 

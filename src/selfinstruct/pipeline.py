@@ -138,7 +138,9 @@ class Run:
             self._engine = Engine(
                 self.lm,
                 self.store,
-                concurrency=lm.concurrency,
+                # An in-process backend decodes `parallel` sequences at once; more requests in flight would only
+                # queue inside it, and the bootstrap would sample their prompts from an older pool.
+                concurrency=lm.concurrency if lm.backend == "openai" else min(lm.concurrency, lm.parallel),
                 max_retries=lm.max_retries,
                 max_consecutive_failures=lm.max_consecutive_failures,
                 requests_per_minute=lm.requests_per_minute,

@@ -57,3 +57,41 @@ class ScriptedLM:
 @pytest.fixture
 def scripted() -> ScriptedLM:
     return ScriptedLM()
+
+
+TINY_WORDS = [f"{a}{b}" for a in "bcdfgklmnprst" for b in "aeiou"]  # 65 distinct two-letter words
+
+
+def save_tiny_llama(path: Path, chat_template: str | None = None) -> None:
+    """A random 2-layer Llama and a word-level tokenizer over TINY_WORDS, saved as a Hugging Face model directory.
+
+    Built in-process (no downloads) so that tests run the real transformers/TRL/PEFT code in a second or two.
+    """
+    import tokenizers
+    import torch
+    import transformers
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(TINY_WORDS)}}
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    if chat_template:
+        tok.chat_template = chat_template
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(path)

@@ -523,6 +523,12 @@ def dedup_command(
 )
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: when the CPU or GPU supports it).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed for LoRA's initial weights and shuffling.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch (default: every core). Use 1 when other processes keep the cores busy.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output directory once training succeeds.")
 @_handle_errors
 def finetune_command(
@@ -560,11 +566,13 @@ def finetune_command(
             base_model,
             Settings(learning_rate=learning_rate, **settings),
             overwrite,
-            status=lambda message: console.print(message, highlight=False),
+            status=lambda message: console.print(message, highlight=False, soft_wrap=True),  # paths stay whole
             report=report,
         )
     except FinetuneError as e:
         _fail(str(e))
+    except KeyboardInterrupt:  # before _handle_errors, whose message is about resuming a run directory
+        _fail(f"interrupted; {output} was not written (or left as it was): run the command again")
     finally:
         if task is not None:  # stopping a bar never started still prints an empty line
             progress.stop()

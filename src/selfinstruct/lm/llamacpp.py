@@ -38,7 +38,8 @@ PROMPT_CHUNK = 512
 # A request waits for a prompt still being evaluated in another sequence when that would let it reuse at least
 # this many more cached tokens: evaluating them itself would cost more than the wait.
 MIN_SHARED_WAIT = 32
-# Below this many tokens a step's completions and prompts go in one llama_decode call (see _step).
+# Below this many tokens a step's completions and prompts go in one llama_decode call (see _step); it is ggml's
+# row count for tiled flash attention.
 SPLIT_AT = 64
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: init_dist() replaces it with a random seed
 
@@ -147,9 +148,11 @@ class _Worker:
             params.n_seq_max = parallel
             params.kv_unified = True
             params.n_batch = PROMPT_CHUNK + parallel
-            params.n_ubatch = int(os.environ.get("XUB", PROMPT_CHUNK + parallel))  # EXPLORE
+            params.n_ubatch = PROMPT_CHUNK + parallel
             params.n_threads = params.n_threads_batch = threads
-            params.flash_attn_type = int(os.environ.get("XFA", "0"))  # EXPLORE
+            # Flash attention: the tiled kernel evaluates long prompts faster, and the per-row kernel skips the cells
+            # of other sequences (without it every row attends to the whole unified cache).
+            params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
             self.ctx = ll.llama_init_from_model(self.model, params)
             if not self.ctx:
                 ll.llama_model_free(self.model)
@@ -183,7 +186,7 @@ class _Worker:
             while self._intake():
                 self._drop_cancelled()
                 self._admit()
-                if any(slot.stream for slot in self.slots):
+                if self._busy():
                     self._step()
             self._stop(BackendError("the embedded model was closed", retryable=False))
         except BaseException as exc:  # noqa: BLE001 - whatever broke, no request may be left waiting
@@ -193,9 +196,14 @@ class _Worker:
 
     def _intake(self) -> bool:
         """Move new requests to `pending` (waiting for one when idle); False once closing."""
+        idle = False
         with self.lock:
             while not self.inbox and not self.closing and not self.pending and not self._busy():
+                idle = True
                 self.lock.wait()
+        if idle:  # a burst (asyncio.gather) arrives over a few microseconds: let it all in, to admit it together
+            time.sleep(0.002)
+        with self.lock:
             if self.closing:
                 return False
             new = list(self.inbox)
@@ -203,7 +211,8 @@ class _Worker:
         for request in new:
             try:
                 self._prepare(request)
-            except BackendError as error:
+            except Exception as exc:  # noqa: BLE001 - fail this request only
+                error = exc if isinstance(exc, BackendError) else BackendError(repr(exc), retryable=False)
                 self._resolve(request, None, error)
             else:
                 self.pending.append(request)
@@ -213,6 +222,8 @@ class _Worker:
         return any(slot.stream for slot in self.slots)
 
     def _prepare(self, request: _Request) -> None:
+        if request.sampling.max_tokens < 1:
+            raise BackendError("max_tokens must be at least 1", retryable=False)
         tokens = self._tokenize(request.prompt)
         if not tokens:
             raise BackendError("the prompt is empty", retryable=False)
@@ -262,6 +273,7 @@ class _Worker:
 
     def _start(self, slot: _Slot, request: _Request) -> None:
         tokens = request.tokens
+        sampler = self._sampler(request.sampling, request.max_tokens, request.seed)
         reused, source = 0, slot
         if self.reuse_prefix:
             for other in self.slots:
@@ -277,15 +289,11 @@ class _Worker:
             if reused > 0:
                 ll.llama_memory_seq_cp(self.memory, source.seq_id, slot.seq_id, 0, reused)
         slot.tokens = tokens[:reused]
+        slot.last_used = next(self.clock)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        slot.stream = _Stream(request, todo=tokens[reused:], sampler=sampler, decoder=decoder)
         self.stats["prompt_tokens_reused"] += reused
         self.stats["prompt_tokens_evaluated"] += len(tokens) - reused
-        slot.last_used = next(self.clock)
-        slot.stream = _Stream(
-            request,
-            todo=tokens[reused:],
-            sampler=self._sampler(request.sampling, request.max_tokens, request.seed),
-            decoder=codecs.getincrementaldecoder("utf-8")(errors="ignore"),
-        )
 
     def _sampler(self, sampling: Sampling, max_tokens: int, seed: int) -> Any:
         """A sampler chain with OpenAI's semantics (llama.cpp's top_k/min_p/repeat penalty are simply not added)."""
@@ -329,12 +337,12 @@ class _Worker:
             take, stream.todo = stream.todo[:budget], stream.todo[budget:]
             budget -= len(take)
             prompts.append((slot, take))
-        if len(generating) + PROMPT_CHUNK - budget < SPLIT_AT or os.environ.get("XSPLIT") == "0":
+        if len(generating) + PROMPT_CHUNK - budget < SPLIT_AT:
             self._decode(generating + prompts)
         else:
-            # Two calls: ggml's flash attention takes its tiled path for 64 rows or more, which attends every row to
-            # whole tiles of cells; the prompt rows mostly share their cells, the rows of different completions
-            # do not, and decode faster on the per-row path that skips the cells they cannot see.
+            # Two calls. From 64 rows a call takes ggml's tiled flash attention, which skips a tile of cells only
+            # when no row of its 64 can see any of them: right for prompt rows (consecutive, or sharing a prefix),
+            # wasteful for one row from each of several completions, which the per-row kernel serves faster.
             self._decode(generating)
             self._decode(prompts)
 

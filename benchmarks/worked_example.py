@@ -63,7 +63,7 @@ def main() -> None:
     print(f"| generate ({args.num_instructions} instructions) | {times['generate']:.0f} s | {generated} |")
     print(
         f"| fine-tune ({args.method}, {args.epochs} epochs) | {times['fine-tune']:.0f} s | "
-        f"{trained['examples']} examples, final loss {trained['train_loss']:.3f} |"
+        f"{trained['examples']} examples, final loss {trained['final_loss']:.3f} |"
     )
     print(f"| evaluate (2 models x 50 tasks, judged) | {times['evaluate']:.0f} s | scores below |")
     print("\n| model | ROUGE-L | A | B | C | D | unparsed | A+B |\n|---|---:|---:|---:|---:|---:|---:|---:|")

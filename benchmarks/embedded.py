@@ -43,6 +43,8 @@ class Row:
     reused: int  # prompt tokens taken from the cache
     cpu: float
     generation_only: float  # tokens/s in the llama_decode calls that carried no prompt token
+    texts: list[str]
+    same: str = ""  # how many texts equal those of the same stage at parallel 1
 
     def cells(self) -> list[str]:
         rest = (self.requests - 1) / (self.wall - self.first) if self.requests > 1 and self.wall > self.first else 0
@@ -58,6 +60,7 @@ class Row:
             f"{self.requests / self.wall:.2f}",
             f"{rest:.2f}",
             f"{self.evaluated} / {self.reused}",
+            self.same,
             f"{self.cpu:.0%}",
         ]
 
@@ -74,6 +77,7 @@ HEADER = [
     "requests/s",
     "requests/s after the first",
     "prompt tokens evaluated / reused",
+    "same text as parallel 1",
     "CPU",
 ]
 
@@ -154,6 +158,7 @@ def measure(
             cpu,
             (stats1["generation_only_tokens"] - stats0["generation_only_tokens"])
             / max(stats1["generation_only_seconds"] - stats0["generation_only_seconds"], 1e-9),
+            [c.text for c in completions],
         )
         if row.cpu >= 0.9:
             clean += 1
@@ -190,6 +195,10 @@ def main() -> None:
     prompts = prompts[: args.no_reuse_instructions]
     rows.append(measure("classify", prompts, config.classify.sampling, 8, False, 1, args.wait_quiet))
 
+    for row in rows:  # same prompts, seeds and sampling: does batching change the text?
+        base = next((r for r in rows if r.stage == row.stage and r.parallel == 1), None)
+        if base and row is not base and len(base.texts) >= len(row.texts):
+            row.same = f"{sum(a == b for a, b in zip(row.texts, base.texts, strict=False))}/{len(row.texts)}"
     print()
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "|".join("---" for _ in HEADER) + "|")

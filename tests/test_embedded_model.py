@@ -46,7 +46,7 @@ def start(out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 300) -> None:
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, f"the run ended before the kill point:\n{proc.stdout.read()}"

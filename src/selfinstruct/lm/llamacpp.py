@@ -167,12 +167,12 @@ class _Worker:
         self.slots = [_Slot(seq_id) for seq_id in range(parallel)]
         self.pending: deque[_Request] = deque()  # tokenized, waiting for a slot
         self.clock = itertools.count(1)  # orders slot use, to evict the least recently used cache first
-        # For benchmarks: prompt tokens evaluated and reused from the cache; llama_decode calls and their seconds;
-        # the same for the calls that carried no prompt token (pure generation).
-        self.stats: dict[str, float] = dict.fromkeys(
-            ("prompt_tokens_evaluated", "prompt_tokens_reused", "decode_calls", "decode_seconds"), 0
-        )
-        self.stats.update(dict.fromkeys(("generation_only_tokens", "generation_only_seconds"), 0))
+        # For benchmarks, counted as the work is done: prompt tokens evaluated, prompt tokens reused from a cache,
+        # tokens generated; llama_decode calls and their seconds, and the same for the calls that carried no prompt
+        # token (pure generation).
+        counters = ("prompt_tokens_evaluated", "prompt_tokens_reused", "generated_tokens", "decode_calls")
+        counters += ("decode_seconds", "generation_only_tokens", "generation_only_seconds")
+        self.stats: dict[str, float] = dict.fromkeys(counters, 0)
         # Shared with the event-loop side, under `lock`:
         self.lock = threading.Condition()
         self.inbox: deque[_Request] = deque()
@@ -293,7 +293,6 @@ class _Worker:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         slot.stream = _Stream(request, todo=tokens[reused:], sampler=sampler, decoder=decoder)
         self.stats["prompt_tokens_reused"] += reused
-        self.stats["prompt_tokens_evaluated"] += len(tokens) - reused
 
     def _sampler(self, sampling: Sampling, max_tokens: int, seed: int) -> Any:
         """A sampler chain with OpenAI's semantics (llama.cpp's top_k/min_p/repeat penalty are simply not added)."""
@@ -337,6 +336,7 @@ class _Worker:
             take, stream.todo = stream.todo[:budget], stream.todo[budget:]
             budget -= len(take)
             prompts.append((slot, take))
+        self.stats["prompt_tokens_evaluated"] += PROMPT_CHUNK - budget
         if len(generating) + PROMPT_CHUNK - budget < SPLIT_AT:
             self._decode(generating + prompts)
         else:
@@ -406,6 +406,7 @@ class _Worker:
             self._finish(slot, "stop")
             return
         stream.generated += 1
+        self.stats["generated_tokens"] += 1
         before = len(stream.text)
         stream.text += stream.decoder.decode(self._piece(token))
         stop_at = self._find_stop(stream.text, before, stream.request.sampling.stop)

@@ -78,10 +78,12 @@ def _resolve_config(
 
 
 def _upgrade_stored_config(values: dict[str, Any]) -> dict[str, Any]:
-    """Read a config stored by an older version: lm.base_url was one optional URL, now a list of replicas."""
-    lm = values.get("lm", {})
+    """Read a config stored by an older version: lm.base_url was one optional URL, now a list of replicas; runs
+    made before lm.weights loaded the GGUF file as it is, and keep doing so (their stored requests stay valid)."""
+    lm = values.setdefault("lm", {})
     if lm.get("base_url") is None or isinstance(lm.get("base_url"), str):
         lm["base_url"] = [lm["base_url"]] if lm.get("base_url") else []
+    lm.setdefault("weights", "original")
     return values
 
 

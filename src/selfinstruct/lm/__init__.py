@@ -57,7 +57,16 @@ def create_backends(lm: LMConfig, seed: int) -> list[LM]:
     if lm.backend == "llamacpp":
         from selfinstruct.lm.llamacpp import LlamaCppLM
 
-        return [LlamaCppLM(lm.model, context_size=lm.context_size, threads=lm.threads, seed=seed, parallel=lm.parallel)]
+        return [
+            LlamaCppLM(
+                lm.model,
+                context_size=lm.context_size,
+                threads=lm.threads,
+                seed=seed,
+                parallel=lm.parallel,
+                weights=lm.weights,
+            )
+        ]
     if lm.backend == "transformers":
         from selfinstruct.lm.transformers import TransformersLM
 

@@ -1,85 +1,78 @@
-"""Benchmark: the embedded backend (llama.cpp + SmolLM2-135M) decoding several sequences at once.
+"""Benchmark: the embedded backend (llama.cpp + SmolLM2-135M) in the real bootstrap and classify stages.
 
-    .venv/bin/python benchmarks/embedded.py                  # every row, about 5 minutes on 2 cores
-    .venv/bin/python benchmarks/embedded.py --bootstrap-requests 8 --classify-instructions 30 --repeat 1
+    .venv/bin/python benchmarks/embedded.py                       # every row, about 15 minutes on 2 idle cores
+    .venv/bin/python benchmarks/embedded.py --num-instructions 100 --rows q8_0:16:4
 
-Real prompts, real sampling parameters (the Config defaults), all requests submitted at once with asyncio.gather,
-as the engine does:
-- bootstrap: prompts of 8 seed instructions (encode_prompt + sample_prompt_instructions), at several `parallel`;
-- classify: the classify prompt over the first seed instructions, with and without prefix reuse.
+A row is `weights:parallel:samples_per_prompt` (lm.weights, lm.parallel, bootstrap.samples_per_prompt) and a
+fresh run directory: `Run.bootstrap()` until --num-instructions machine instructions are accepted, then
+`Run.classify()` over all of them. That is the pipeline's own code (engine, SQLite journal with
+synchronous=FULL, filters, novelty index), so the rates are the stages' rates: "generated tok/s" is the
+bootstrap stage's completion tokens over its wall time, prompt evaluation and everything else included.
+Loading the model is not timed.
 
-Prints a markdown table. Wall times exclude loading the model; a one-token warm-up request runs first. Each row
-is run --repeat times and the fastest run is kept: on a shared machine other processes only ever slow a run
-down (llama.cpp's threads spin on each other, so a busy core can cost far more than its share). "CPU" is this
-process's CPU time over wall time and cores: under 90% means the run was disturbed, and it is run again.
+The machine must be otherwise idle: llama.cpp's two threads wait on each other, so another process on one core
+slows a run far more than its share. Each row waits for an idle CPU first, and is run again (up to twice) when
+this process got less than 90% of the cores ("CPU" column).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import random
+import tempfile
 import time
 from dataclasses import dataclass
 
-from selfinstruct.config import Config, Sampling
-from selfinstruct.lm import Completion
-from selfinstruct.lm.llamacpp import LlamaCppLM
-from selfinstruct.seeds import load_seed_tasks
-from selfinstruct.stages import bootstrap, classify, load_prompt
+from selfinstruct.pipeline import Run
+
+DEFAULT_ROWS = "original:8:1,q8_0:1:1,q8_0:8:1,q8_0:16:1,q8_0:16:2,q8_0:16:4,q8_0:16:8,q8_0:32:4"
+HEADER = [
+    "weights",
+    "parallel",
+    "samples per prompt",
+    "bootstrap s",
+    "requests",
+    "generated tok/s",
+    "prompt tokens evaluated / reused",
+    "accepted (kept)",
+    "accepted/s",
+    "classify s",
+    "classified/s",
+    "CPU",
+]
 
 
 @dataclass
 class Row:
-    stage: str
+    weights: str
     parallel: int
-    reuse: bool
+    samples: int
+    bootstrap_seconds: float
     requests: int
-    wall: float
-    first: float  # seconds until the first completion
     generated: int
-    evaluated: int  # prompt tokens evaluated
-    reused: int  # prompt tokens taken from the cache
+    evaluated: float
+    reused: float
+    accepted: int
+    candidates: int
+    classify_seconds: float
+    classified: int
     cpu: float
-    generation_only: float  # tokens/s in the llama_decode calls that carried no prompt token
-    texts: list[str]
-    same: str = ""  # how many texts equal those of the same stage at parallel 1
 
     def cells(self) -> list[str]:
-        rest = (self.requests - 1) / (self.wall - self.first) if self.requests > 1 and self.wall > self.first else 0
         return [
-            self.stage,
+            self.weights,
             str(self.parallel),
-            "yes" if self.reuse else "no",
+            str(self.samples),
+            f"{self.bootstrap_seconds:.1f}",
             str(self.requests),
-            f"{self.wall:.1f}",
-            f"{self.generated / self.wall:.0f}",
-            f"{(self.generated + self.evaluated) / self.wall:.0f}",
-            f"{self.generation_only:.0f}",
-            f"{self.requests / self.wall:.2f}",
-            f"{rest:.2f}",
-            f"{self.evaluated} / {self.reused}",
-            self.same,
+            f"{self.generated / self.bootstrap_seconds:.0f}",
+            f"{self.evaluated:,.0f} / {self.reused:,.0f}",
+            f"{self.accepted} ({self.accepted / max(self.candidates, 1):.0%})",
+            f"{self.accepted / self.bootstrap_seconds:.2f}",
+            f"{self.classify_seconds:.1f}",
+            f"{self.classified / self.classify_seconds:.1f}",
             f"{self.cpu:.0%}",
         ]
-
-
-HEADER = [
-    "stage",
-    "parallel",
-    "prefix reuse",
-    "requests",
-    "wall s",
-    "generated tok/s",
-    "evaluated + generated tok/s",
-    "generation-only tok/s",
-    "requests/s",
-    "requests/s after the first",
-    "prompt tokens evaluated / reused",
-    "same text as parallel 1",
-    "CPU",
-]
 
 
 def cpu_idle(seconds: float = 2.0) -> float:
@@ -105,100 +98,59 @@ def wait_for_quiet(limit: float) -> None:
             return
 
 
-def bootstrap_prompts(n: int, seed: int) -> list[str]:
-    seeds = [task.instruction for task in load_seed_tasks(None)]
-    rng = random.Random(seed)
-    return [bootstrap.encode_prompt(bootstrap.sample_prompt_instructions(rng, seeds, [], 8, 2)) for _ in range(n)]
-
-
-def classify_prompts(n: int) -> list[str]:
-    prefix = load_prompt("classify.txt")
-    return [classify.encode_prompt(prefix, task.instruction) for task in load_seed_tasks(None)[:n]]
-
-
-async def run_once(lm: LlamaCppLM, prompts: list[str], sampling: Sampling) -> tuple[float, float, list[Completion]]:
-    await lm.complete("Hello", Sampling(max_tokens=1), 0)  # warm-up: graph allocation, first-call costs
-    started = time.perf_counter()
-    first: list[float] = []
-
-    async def one(i: int, prompt: str) -> Completion:
-        completion = await lm.complete(prompt, sampling, i)
-        first.append(time.perf_counter() - started)
-        return completion
-
-    completions = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
-    return time.perf_counter() - started, min(first), completions
-
-
-def measure(
-    stage: str, prompts: list[str], sampling: Sampling, parallel: int, reuse: bool, repeat: int, quiet_limit: float
-) -> Row:
-    best: Row | None = None
-    clean = attempts = 0
-    # A run during which this process got less than 90% of the cores was disturbed: run again (up to 3x repeat).
-    while clean < repeat and attempts < 3 * repeat:
-        attempts += 1
-        wait_for_quiet(quiet_limit)
-        lm = LlamaCppLM(parallel=parallel, reuse_prefix=reuse)
-        cpu0, stats0 = os.times(), lm.stats()
-        wall, first, completions = asyncio.run(run_once(lm, prompts, sampling))
-        cpu1, stats1 = os.times(), lm.stats()
-        asyncio.run(lm.aclose())
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall * (os.cpu_count() or 1))
-        row = Row(
-            stage,
-            parallel,
-            reuse,
-            len(prompts),
-            wall,
-            first,
-            sum(c.completion_tokens for c in completions),
-            int(stats1["prompt_tokens_evaluated"] - stats0["prompt_tokens_evaluated"]),
-            int(stats1["prompt_tokens_reused"] - stats0["prompt_tokens_reused"]),
-            cpu,
-            (stats1["generation_only_tokens"] - stats0["generation_only_tokens"])
-            / max(stats1["generation_only_seconds"] - stats0["generation_only_seconds"], 1e-9),
-            [c.text for c in completions],
-        )
-        if row.cpu >= 0.9:
-            clean += 1
-        if best is None or (row.cpu >= 0.9, -row.wall) > (best.cpu >= 0.9, -best.wall):
-            best = row
-    assert best is not None
-    print("  " + " | ".join(best.cells()), flush=True)
-    return best
+def measure_once(weights: str, parallel: int, samples: int, num_instructions: int, seed: int) -> Row:
+    overrides = {
+        "num_instructions": num_instructions,
+        "seed": seed,
+        "lm": {"weights": weights, "parallel": parallel},
+        "bootstrap": {"samples_per_prompt": samples},
+    }
+    with tempfile.TemporaryDirectory() as out, Run.open(out, overrides) as run:
+        engine = run.engine  # loads the model (and converts its weights, the first time): not timed
+        (lm,) = run.lm  # type: ignore[misc]
+        before, cpu0, started = lm.stats(), os.times(), time.perf_counter()
+        run.bootstrap()
+        bootstrap_seconds, after = time.perf_counter() - started, lm.stats()
+        usage = engine.usage["bootstrap"]
+        accepted, candidates = run.store.count_accepted_machine(), run.store.candidate_count()
+        started = time.perf_counter()
+        run.classify()
+        classify_seconds, cpu1 = time.perf_counter() - started, os.times()
+    cpu_seconds = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+    return Row(
+        weights,
+        parallel,
+        samples,
+        bootstrap_seconds,
+        usage.requests,
+        usage.completion_tokens,
+        after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"],
+        after["prompt_tokens_reused"] - before["prompt_tokens_reused"],
+        accepted,
+        candidates,
+        classify_seconds,
+        accepted,
+        cpu_seconds / ((bootstrap_seconds + classify_seconds) * (os.cpu_count() or 1)),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap-requests", type=int, default=32)
-    parser.add_argument("--bootstrap-parallel", default="1,4,8,16")
-    parser.add_argument("--classify-instructions", type=int, default=100)
-    parser.add_argument("--classify-parallel", default="1,8,16")
-    parser.add_argument("--no-reuse-instructions", type=int, default=16, help="fewer: each costs ~3 s")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--rows", default=DEFAULT_ROWS, help="weights:parallel:samples_per_prompt, comma-separated")
+    parser.add_argument("--num-instructions", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--wait-quiet", type=float, default=300, help="seconds to wait for an idle CPU before a run")
+    parser.add_argument("--wait-quiet", type=float, default=300, help="seconds to wait for an idle CPU before a row")
     args = parser.parse_args()
-    config = Config()
     rows = []
-    prompts = bootstrap_prompts(args.bootstrap_requests, args.seed)
-    for parallel in map(int, args.bootstrap_parallel.split(",")):
-        rows.append(
-            measure("bootstrap", prompts, config.bootstrap.sampling, parallel, True, args.repeat, args.wait_quiet)
-        )
-    prompts = classify_prompts(args.classify_instructions)
-    for parallel in map(int, args.classify_parallel.split(",")):
-        rows.append(
-            measure("classify", prompts, config.classify.sampling, parallel, True, args.repeat, args.wait_quiet)
-        )
-    prompts = prompts[: args.no_reuse_instructions]
-    rows.append(measure("classify", prompts, config.classify.sampling, 8, False, 1, args.wait_quiet))
-
-    for row in rows:  # same prompts, seeds and sampling: does batching change the text?
-        base = next((r for r in rows if r.stage == row.stage and r.parallel == 1), None)
-        if base and row is not base and len(base.texts) >= len(row.texts):
-            row.same = f"{sum(a == b for a, b in zip(row.texts, base.texts, strict=False))}/{len(row.texts)}"
+    for spec in args.rows.split(","):
+        weights, parallel, samples = spec.split(":")
+        for _ in range(3):
+            wait_for_quiet(args.wait_quiet)
+            row = measure_once(weights, int(parallel), int(samples), args.num_instructions, args.seed)
+            print("  " + " | ".join(row.cells()), flush=True)
+            if row.cpu >= 0.9:
+                break
+        rows.append(row)
     print()
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "|".join("---" for _ in HEADER) + "|")

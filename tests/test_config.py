@@ -173,6 +173,8 @@ def test_out_of_range_value_in_toml_names_the_file(tmp_path):
         ({"bootstrap": {"num_machine_instructions": 9}}, "bootstrap.num_machine_instructions must be between"),
         ({"bootstrap": {"min_words": 200}}, "bootstrap.min_words must be >= 1"),
         ({"lm": {"backend": "vllm"}}, "lm.backend must be"),
+        ({"lm": {"weights": "q4_0"}}, "lm.weights must be one of auto, original, q8_0, f16, bf16"),
+        ({"bootstrap": {"samples_per_prompt": 0}}, "bootstrap.samples_per_prompt must be >= 1"),
         ({"instances": {"sampling": {"top_p": 1.5}}}, "instances.sampling.top_p must be in [0, 1]"),
         ({"classify": {"sampling": {"max_tokens": 0}}}, "classify.sampling.max_tokens must be at least 1"),
         ({"bootstrap": {"sampling": {"temperature": float("nan")}}}, "bootstrap.sampling.temperature"),

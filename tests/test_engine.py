@@ -156,7 +156,9 @@ def test_requests_per_minute_limit_paces_the_engine(tmp_path: Path) -> None:
     assert lm.started[-1] - lm.started[0] >= 0.5
 
 
-def bootstrap_and_classify(path: Path, ordered: bool, timing_seed: int) -> list[tuple[str, str | None]]:
+def bootstrap_and_classify(
+    path: Path, ordered: bool, timing_seed: int, samples_per_prompt: int = 1
+) -> list[tuple[str, str | None]]:
     rng = random.Random(timing_seed)
 
     class JitteryLM(ScriptedLM):
@@ -164,7 +166,12 @@ def bootstrap_and_classify(path: Path, ordered: bool, timing_seed: int) -> list[
             await asyncio.sleep(rng.random() * 0.01)
             return await super().complete(prompt, sampling, seed)
 
-    with Run.open(path, {"num_instructions": 40, "lm": {"concurrency": 8, "ordered": ordered}}, lm=JitteryLM()) as run:
+    overrides = {
+        "num_instructions": 40,
+        "lm": {"concurrency": 8, "ordered": ordered},
+        "bootstrap": {"samples_per_prompt": samples_per_prompt},
+    }
+    with Run.open(path, overrides, lm=JitteryLM()) as run:
         run.bootstrap()
         run.classify()
     with sqlite3.connect(path / DB_NAME) as db:
@@ -178,6 +185,30 @@ def test_ordered_mode_gives_the_same_dataset_whatever_the_timing(tmp_path: Path)
     second = bootstrap_and_classify(tmp_path / "b", ordered=True, timing_seed=2)
     assert len(first) >= 40
     assert first == second
+
+
+def test_ordered_mode_is_deterministic_with_several_samples_per_prompt(tmp_path: Path) -> None:
+    first = bootstrap_and_classify(tmp_path / "a", ordered=True, timing_seed=1, samples_per_prompt=3)
+    second = bootstrap_and_classify(tmp_path / "b", ordered=True, timing_seed=2, samples_per_prompt=3)
+    assert len(first) >= 40
+    assert first == second
+
+
+def test_samples_per_prompt_sends_each_prompt_that_many_times_with_different_seeds(tmp_path: Path) -> None:
+    lm = ScriptedLM()
+    overrides = {"num_instructions": 60, "lm": {"concurrency": 8}, "bootstrap": {"samples_per_prompt": 3}}
+    with Run.open(tmp_path, overrides, lm=lm) as run:
+        run.bootstrap()
+        assert run.store.count_accepted_machine() >= 60
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        rows = db.execute("SELECT sample_index, prompt FROM requests WHERE stage = 'bootstrap'").fetchall()
+    groups: dict[int, set[str]] = {}
+    for number, prompt in rows:
+        groups.setdefault(number // 3, set()).add(prompt)
+    assert sorted(n for n, _ in rows) == list(range(len(rows)))
+    assert all(len(prompts) == 1 for prompts in groups.values())  # one prompt per group of 3 requests
+    assert len({p for _, p in rows}) == len(groups) >= 5  # and a new one for every group
+    assert max(lm.calls.values()) == 1  # every request of a group has its own seed
 
 
 def test_token_budget_stops_cleanly_and_resumes(tmp_path: Path) -> None:

@@ -74,6 +74,11 @@ class LMConfig:
 class BootstrapConfig:
     num_prompt_instructions: int = 8  # in-context instructions per prompt
     num_machine_instructions: int = 2  # of those, sampled from the machine-generated pool
+    # Completions asked of each prompt, each with its own sampling seed. The paper asks one. More let a backend
+    # that caches prompts (the embedded one, vLLM, llama.cpp's server) evaluate each prompt once for all of them:
+    # on a CPU, prompt evaluation costs more than the ~50 tokens a SmolLM2 completion generates
+    # (docs/embedded-backend.md). Completions of one prompt are less varied, so more are rejected as too similar.
+    samples_per_prompt: int = 1
     similarity_threshold: float = 0.7  # rejected when ROUGE-L F1 to the pool is strictly greater
     # rouge: rouge_score's tokenizer, exactly (non-Latin text has no tokens, so it is never deduplicated);
     # unicode: Unicode words and single CJK characters, for multilingual runs.
@@ -154,6 +159,7 @@ class Config:
                 "bootstrap.num_machine_instructions must be between 0 and bootstrap.num_prompt_instructions",
             ),
             (self.bootstrap.num_prompt_instructions >= 1, "bootstrap.num_prompt_instructions must be >= 1"),
+            (self.bootstrap.samples_per_prompt >= 1, "bootstrap.samples_per_prompt must be >= 1"),
             (
                 0.0 <= self.bootstrap.similarity_threshold <= 1.0,
                 "bootstrap.similarity_threshold must be in [0, 1]",

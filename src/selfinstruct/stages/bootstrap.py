@@ -94,7 +94,11 @@ class Bootstrapper:
         self.snapshots: list[tuple[int, int]] = []
         self.initial = (len(self.machine), self.answered)
         self.cursor = -1  # ordered mode: the earliest snapshot still to consider for the next request
-        self.pool_size: dict[int, int] = {}  # ordered mode: the pool each launched request is sampled from
+        # Requests come in groups of samples_per_prompt that send one prompt: the group's prompt, built when its
+        # first request is sent, and (ordered mode) the pool it is sampled from, fixed when the group's first request
+        # is launched.
+        self.group_prompt: dict[int, tuple[str, int]] = {}  # group -> (prompt, members still to send it)
+        self.pool_size: dict[int, int] = {}
 
     def judge(self, request_id: int, completion: Completion) -> None:
         """Filter the candidates of one response and store each with its verdict (runs inside the
@@ -154,7 +158,7 @@ class Bootstrapper:
                     return None
                 expected = accepted / answered if answered else self.PRIOR_YIELD
                 if accepted + expected * inflight < target:
-                    self.pool_size[number] = accepted
+                    self.pool_size.setdefault(number // self.config.bootstrap.samples_per_prompt, accepted)
                     self.next += 1
                     return number
                 if self.engine.ordered:
@@ -163,15 +167,21 @@ class Bootstrapper:
                     await self.engine.changed.wait()
 
     def _prompt(self, number: int) -> str:
-        # The sample of in-context instructions depends only on the run seed, the request number and the pool.
+        # The sample of in-context instructions depends only on the run seed, the prompt's group number and the pool.
         cfg = self.config.bootstrap
-        rng = random.Random(f"{self.config.seed}:{STAGE}:{number}")
-        pool_size = self.pool_size.pop(number)
-        machine = self.machine[:pool_size] if self.engine.ordered else self.machine
-        shown = sample_prompt_instructions(
-            rng, self.seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
-        )
-        return encode_prompt(shown)
+        group = number // cfg.samples_per_prompt
+        if group not in self.group_prompt:
+            rng = random.Random(f"{self.config.seed}:{STAGE}:{group}")
+            pool_size = self.pool_size.pop(group)
+            machine = self.machine[:pool_size] if self.engine.ordered else self.machine
+            shown = sample_prompt_instructions(
+                rng, self.seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
+            )
+            self.group_prompt[group] = (encode_prompt(shown), cfg.samples_per_prompt)
+        prompt, left = self.group_prompt.pop(group)
+        if left > 1:
+            self.group_prompt[group] = (prompt, left - 1)
+        return prompt
 
     async def _worker(self) -> None:
         while (number := await self._next_number()) is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from selfinstruct.pipeline import Run
 
-DEFAULT_ROWS = "original:8:1,q8_0:1:1,q8_0:8:1,q8_0:16:1,q8_0:16:2,q8_0:16:4,q8_0:16:8,q8_0:32:4"
+DEFAULT_ROWS = "original:8:1,q8_0:8:1,q8_0:16:1,q8_0:16:2,q8_0:16:4,q8_0:16:8"
 HEADER = [
     "weights",
     "parallel",
@@ -137,7 +137,7 @@ def measure_once(weights: str, parallel: int, samples: int, num_instructions: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=DEFAULT_ROWS, help="weights:parallel:samples_per_prompt, comma-separated")
-    parser.add_argument("--num-instructions", type=int, default=300)
+    parser.add_argument("--num-instructions", type=int, default=500)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--wait-quiet", type=float, default=300, help="seconds to wait for an idle CPU before a row")
     args = parser.parse_args()

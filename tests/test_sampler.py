@@ -99,3 +99,4 @@ def test_the_same_seed_gives_the_same_tokens() -> None:
         return [sampler.sample(logits) for _ in range(50)]
 
     assert tokens(1) == tokens(1) != tokens(2)
+    assert tokens(-1) == tokens(2**64 - 1)  # any integer is a seed

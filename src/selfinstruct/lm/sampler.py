@@ -27,7 +27,7 @@ class Sampler:
         self.presence = sampling.presence_penalty
         self.frequency = sampling.frequency_penalty
         self.counts: dict[int, int] = {}  # generated tokens so far, for the penalties
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed % 2**64)  # numpy refuses negative seeds
 
     def sample(self, logits: np.ndarray) -> int:
         """The next token, from one row of logits (left unchanged); it counts for later penalties."""

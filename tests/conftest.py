@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,10 +63,11 @@ def scripted() -> ScriptedLM:
 TINY_WORDS = [f"{a}{b}" for a in "bcdfgklmnprst" for b in "aeiou"]  # 65 distinct two-letter words
 
 
-def save_tiny_llama(path: Path, chat_template: str | None = None) -> None:
+def save_tiny_llama(path: Path, chat_template: str | None = None, adjust: Callable[[Any], None] | None = None) -> None:
     """A random 2-layer Llama and a word-level tokenizer over TINY_WORDS, saved as a Hugging Face model directory.
 
     Built in-process (no downloads) so that tests run the real transformers/TRL/PEFT code in a second or two.
+    `adjust(model)` may change the weights (under torch.no_grad) before they are saved.
     """
     import tokenizers
     import torch
@@ -94,4 +96,8 @@ def save_tiny_llama(path: Path, chat_template: str | None = None) -> None:
         eos_token_id=1,
         bos_token_id=None,
     )
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    model = transformers.LlamaForCausalLM(config)
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(model)
+    model.save_pretrained(path)

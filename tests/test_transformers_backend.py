@@ -15,45 +15,26 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from conftest import TINY_WORDS, save_tiny_llama  # noqa: E402
+
 from selfinstruct.config import Sampling  # noqa: E402
 from selfinstruct.lm import BackendError  # noqa: E402
 from selfinstruct.lm.transformers import TransformersLM  # noqa: E402
 
-WORDS = [f"{a}{b}" for a in "bcdfgklmnprst" for b in "aeiou"]  # 65 distinct two-letter words
+WORDS = TINY_WORDS
 GREEDY = Sampling(temperature=0.0, max_tokens=12)
 PROMPTS = ["ba", "ka le mi no pu", "sa te", "da fe gi ko lu ma ne pi ro su ta"]  # different lengths: padding
 
 
 def _save_model(path: Path, eos_from: int | None = None) -> None:
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    llama = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():
+    def adjust(llama) -> None:
         # Special tokens get logit 0: with random logits for the 65 words, greedy practically never picks them,
         # so greedy lengths are known. `eos_from`: EOS just outscores that word, so it ends where the word was.
         llama.lm_head.weight[:3] = 0.0
         if eos_from is not None:
             llama.lm_head.weight[1] = 1.01 * llama.lm_head.weight[eos_from]
-    llama.save_pretrained(path)
+
+    save_tiny_llama(path, adjust=adjust)
 
 
 @pytest.fixture(scope="module")

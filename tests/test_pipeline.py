@@ -170,6 +170,12 @@ def test_unparseable_classification_is_retried_then_unknown(tmp_path: Path) -> N
     assert {label for (label,) in labels} == {"unknown"}
     attempts = rows(tmp_path, "SELECT instruction_id, COUNT(*) FROM requests WHERE stage='classify' GROUP BY 1")
     assert {n for _, n in attempts} == {3}
+    # Retries really sample: temperature 1 and no nucleus cut (the config's top_p 0 would be greedy on OpenAI).
+    params = rows(tmp_path, "SELECT sample_index, params FROM requests WHERE stage='classify'")
+    for attempt, text in params:
+        sampling = json.loads(text)
+        expected = (0.0, 0.0) if attempt == 0 else (1.0, 1.0)
+        assert (sampling["temperature"], sampling["top_p"]) == expected
 
 
 def test_same_seed_same_prompts(tmp_path: Path) -> None:

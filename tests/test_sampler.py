@@ -22,7 +22,7 @@ def reference(logits: np.ndarray, sampling: Sampling, counts: dict[int, int], dr
     z = logits.copy()
     for token, n in counts.items():
         z[token] -= np.float32(sampling.presence_penalty + sampling.frequency_penalty * n)
-    if sampling.temperature <= 0:
+    if sampling.temperature <= 0 or sampling.top_p <= 0:  # greedy; top_p 0 is a nucleus of one
         return int(np.argmax(z))
     weights = np.exp((z - z.max()) / np.float32(sampling.temperature))
     # Without a nucleus, the draw walks the vocabulary in order; with one, by decreasing probability.
@@ -51,7 +51,7 @@ def test_picks_what_a_full_sort_picks(logits, temperature, top_p, presence, freq
     for _ in range(5):
         before = dict(sampler.counts)
         token = sampler.sample(logits)
-        draw = twin.random() if temperature > 0 else 0.0
+        draw = twin.random() if temperature > 0 and top_p > 0 else 0.0
         assert token == reference(logits, sampling, before, draw)
 
 

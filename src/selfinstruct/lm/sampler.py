@@ -2,7 +2,7 @@
 
 Presence and frequency penalties on the tokens generated so far (not the prompt's), then temperature, then the
 nucleus (top_p: the most likely tokens until their probability reaches top_p, the one crossing it included), then
-a draw from the request's own seeded generator. Temperature 0 is greedy.
+a draw from the request's own seeded generator. Temperature 0 is greedy, and so is top_p 0 (a nucleus of one).
 
 Why not llama.cpp's sampler chain: it normalises the whole 49,152-token vocabulary at every step, 0.8 ms per
 token with these settings, which was 13% of the bootstrap stage's time with 16 sequences. Here the nucleus is
@@ -23,7 +23,7 @@ _FIRST_CUT = 1e-3
 class Sampler:
     def __init__(self, sampling: Sampling, seed: int) -> None:
         self.temperature = sampling.temperature
-        self.top_p = sampling.top_p if 0 < sampling.top_p < 1 else 1.0
+        self.top_p = min(sampling.top_p, 1.0)
         self.presence = sampling.presence_penalty
         self.frequency = sampling.frequency_penalty
         self.counts: dict[int, int] = {}  # generated tokens so far, for the penalties
@@ -36,7 +36,8 @@ class Sampler:
             times = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
             logits = logits.copy()
             logits[ids] -= self.presence + self.frequency * times
-        token = int(np.argmax(logits)) if self.temperature <= 0 else self._draw(logits)
+        greedy = self.temperature <= 0 or self.top_p <= 0
+        token = int(np.argmax(logits)) if greedy else self._draw(logits)
         self.counts[token] = self.counts.get(token, 0) + 1
         return token
 

@@ -2,7 +2,8 @@
 
 Seed tasks carry their own flag and are not asked. An answer that is neither yes nor no is never counted as
 "No" (the paper's scripts did): it is retried, then recorded as unknown and reported. Retries sample at
-temperature 1, since a greedy decoder would only repeat the same unparseable answer.
+temperature 1 over the whole distribution (top_p 1: the paper's top_p 0 is read by OpenAI-style endpoints as the
+smallest nucleus, i.e. greedy again), since a greedy decoder would only repeat the same unparseable answer.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ async def classify(config: Config, store: Store, engine: Engine, report: Report 
             sampling = (
                 cfg.sampling
                 if attempt == 0
-                else dataclasses.replace(cfg.sampling, temperature=max(cfg.sampling.temperature, RETRY_TEMPERATURE))
+                else dataclasses.replace(
+                    cfg.sampling, temperature=max(cfg.sampling.temperature, RETRY_TEMPERATURE), top_p=1.0
+                )
             )
             completion = await engine.request(
                 STAGE, prompt, sampling, sample_index=attempt, instruction_id=instruction.id, on_result=record

@@ -111,7 +111,7 @@ def measure_once(weights: str, parallel: int, samples: int, num_instructions: in
         run.bootstrap()
         bootstrap_seconds, after = time.perf_counter() - started, lm.stats()
         usage = engine.usage["bootstrap"]
-        accepted, candidates = run.store.count_accepted_machine(), run.store.candidate_count()
+        accepted, candidates = len(run.store.accepted("machine")), run.store.candidate_count()
         started = time.perf_counter()
         run.classify()
         classify_seconds, cpu1 = time.perf_counter() - started, os.times()

@@ -107,7 +107,7 @@ CASES = [
     Case(
         "unknown config key",
         lambda t: ["run", "--out", f"{t}/run", "--config", seeds(t, "[bootstrap]\nthreshold = 0.5\n", "c.toml")],
-        "unknown key 'bootstrap.threshold'; known keys here: bootstrap.max_words",
+        "unknown key 'bootstrap.threshold'; known keys here: bootstrap.classification_seeds_only",
     ),
     Case(
         "wrongly typed config key",
@@ -119,6 +119,45 @@ CASES = [
             seeds(t, "[prepare]\nmax_instances_per_task = 'five'\n", "c.toml"),
         ],
         "prepare.max_instances_per_task: expected an integer, got 'five'",
+    ),
+    Case(
+        "novelty threshold of 1",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--config",
+            seeds(t, "[bootstrap]\nsimilarity_threshold = 1.0\n", "c.toml"),
+        ],
+        "bootstrap.similarity_threshold must be between 0 and 1, both excluded",
+    ),
+    Case(
+        "five stop sequences for an OpenAI-compatible endpoint",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--config",
+            seeds(t, '[instances.sampling]\nstop = ["a", "b", "c", "d", "e"]\n', "c.toml"),
+        ],
+        "instances.sampling.stop has 5 stop sequences; OpenAI-compatible endpoints accept at most 4",
+    ),
+    Case(
+        "classification seeds only, but none flagged",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--seed-tasks",
+            seeds(t, "instruction,input,output\nSay hi.,,Hi!\n", "seeds.csv"),
+            "--config",
+            seeds(t, "[bootstrap]\nclassification_seeds_only = true\n", "c.toml"),
+        ],
+        "bootstrap.classification_seeds_only is set, but no seed task",
     ),
     Case(
         "zero count",

@@ -168,8 +168,17 @@ def test_out_of_range_value_in_toml_names_the_file(tmp_path):
     [
         ({"num_instructions": 0}, "num_instructions must be at least 1"),
         ({"num_instructions": -3}, "num_instructions must be at least 1"),
-        ({"bootstrap": {"similarity_threshold": 1.5}}, "bootstrap.similarity_threshold must be in [0, 1]"),
-        ({"bootstrap": {"similarity_threshold": -0.1}}, "bootstrap.similarity_threshold must be in [0, 1]"),
+        ({"bootstrap": {"similarity_threshold": 1.5}}, "bootstrap.similarity_threshold must be between 0 and 1"),
+        ({"bootstrap": {"similarity_threshold": -0.1}}, "bootstrap.similarity_threshold must be between 0 and 1"),
+        ({"bootstrap": {"similarity_threshold": 1}}, "at 1 an exact copy would pass the novelty filter"),
+        ({"bootstrap": {"similarity_threshold": 0}}, "bootstrap.similarity_threshold must be between 0 and 1"),
+        ({"bootstrap": {"max_barren_requests": 0}}, "bootstrap.max_barren_requests must be at least 1"),
+        ({"prepare": {"conflicts": "none"}}, "prepare.conflicts must be 'task' or 'pair'"),
+        ({"prepare": {"finetuning_template": "alpaca"}}, "prepare.finetuning_template must be 'paper' or 'fixed'"),
+        (
+            {"lm": {"backend": "openai"}, "instances": {"sampling": {"stop": ["a", "b", "c", "d", "e"]}}},
+            "instances.sampling.stop has 5 stop sequences; OpenAI-compatible endpoints accept at most 4",
+        ),
         ({"bootstrap": {"num_machine_instructions": 9}}, "bootstrap.num_machine_instructions must be between"),
         ({"bootstrap": {"min_words": 200}}, "bootstrap.min_words must be >= 1"),
         ({"lm": {"backend": "vllm"}}, "lm.backend must be"),
@@ -193,9 +202,14 @@ def test_validate_on_a_constructed_config():
     assert edge.validate() is edge
 
 
-def test_similarity_threshold_bounds_are_inclusive():
-    assert from_dict({"bootstrap": {"similarity_threshold": 0}}).bootstrap.similarity_threshold == 0.0
-    assert from_dict({"bootstrap": {"similarity_threshold": 1}}).bootstrap.similarity_threshold == 1.0
+def test_similarity_threshold_just_inside_its_bounds():
+    assert from_dict({"bootstrap": {"similarity_threshold": 0.01}}).bootstrap.similarity_threshold == 0.01
+    assert from_dict({"bootstrap": {"similarity_threshold": 0.99}}).bootstrap.similarity_threshold == 0.99
+
+
+def test_more_stop_sequences_are_fine_in_process():
+    stops = {"instances": {"sampling": {"stop": ["a", "b", "c", "d", "e"]}}}
+    assert len(from_dict(stops).instances.sampling.stop) == 5  # llamacpp (the default) has no limit
 
 
 # --- flatten() ----------------------------------------------------------------------------------

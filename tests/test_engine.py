@@ -199,7 +199,7 @@ def test_samples_per_prompt_sends_each_prompt_that_many_times_with_different_see
     overrides = {"num_instructions": 60, "lm": {"concurrency": 8}, "bootstrap": {"samples_per_prompt": 3}}
     with Run.open(tmp_path, overrides, lm=lm) as run:
         run.bootstrap()
-        assert run.store.count_accepted_machine() >= 60
+        assert len(run.store.accepted("machine")) >= 60
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         rows = db.execute("SELECT sample_index, prompt FROM requests WHERE stage = 'bootstrap'").fetchall()
     groups: dict[int, set[str]] = {}
@@ -224,7 +224,7 @@ def test_token_budget_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] >= 1
     with Run.open(tmp_path, {"lm": {"max_tokens_total": 10**9}}, lm=lm) as run:
         run.bootstrap()
-        assert run.store.count_accepted_machine() >= 30
+        assert len(run.store.accepted("machine")) >= 30
     assert max(lm.calls.values()) == 1  # nothing paid for twice
 
 
@@ -235,3 +235,33 @@ def test_cost_is_counted_at_the_configured_prices(tmp_path: Path) -> None:
     with pytest.raises(BudgetReached, match=r"cost budget is spent \(\$0\.6900 of --max-cost \$0\.5\)"):
         send_all(engine, [f"p{i}" for i in range(10)])
     assert lm.calls == 3  # $0.23, $0.46, then $0.69: over the budget, nothing more is sent
+
+
+def test_a_rejected_first_request_neither_stops_the_run_nor_blocks_a_resume(tmp_path: Path) -> None:
+    """HTTP 400 (or a prompt over the context) on the very first request used to stop the run (EndpointDown), and
+    every resume sent that request again first, so the run could never get past it."""
+    rejected_prompt: list[str] = []
+
+    def fail(prompt: str, n: int) -> BackendError | None:
+        if n == 1:
+            rejected_prompt.append(prompt)
+            return BackendError("HTTP 400: this prompt is not accepted", rejected=True)
+        return None
+
+    with Run.open(tmp_path, {"num_instructions": 3}, lm=ScriptedLM(fail=fail)) as run:
+        run.run_all()
+        assert len(run.store.accepted("machine")) >= 3
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        assert db.execute("SELECT status, attempts, error FROM requests WHERE status != 'ok'").fetchall() == [
+            ("rejected", 1, "HTTP 400: this prompt is not accepted")
+        ]
+    lm = ScriptedLM()
+    with Run.open(tmp_path, {"num_instructions": 3}, lm=lm) as run:
+        run.run_all()
+    assert not any(prompt == rejected_prompt[0] for prompt, _ in lm.calls)  # not sent again on resume
+    lm = ScriptedLM()
+    with Run.open(tmp_path, {"num_instructions": 3}, lm=lm, retry_failed=True) as run:
+        run.run_all()
+    assert sum(n for (prompt, _), n in lm.calls.items() if prompt == rejected_prompt[0]) == 1  # asked for: sent
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM requests WHERE status != 'ok'").fetchone() == (0,)

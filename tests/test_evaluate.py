@@ -78,6 +78,11 @@ def test_ratings_are_parsed_from_capital_letters_only() -> None:
     assert parse_rating(" B") == "B"
     assert parse_rating("Rating: C, because") == "C"
     assert parse_rating("a good answer") is None
+    assert parse_rating("A response like this deserves D") == "D"  # the article "A" is not a rating
+    assert parse_rating("A") == "A"
+    assert parse_rating("A: valid and satisfying") == "A"
+    assert parse_rating("I would rate it A.") == "A"
+    assert parse_rating("A good response overall. B") == "B"
 
 
 def test_eval_set_prompts_use_the_fine_tuning_template() -> None:

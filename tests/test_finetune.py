@@ -28,6 +28,7 @@ from selfinstruct.finetune import (  # noqa: E402
     load_examples,
     paper_prompt,
     read_data,
+    training_rows,
 )
 from selfinstruct.lm.transformers import load_model  # noqa: E402
 from selfinstruct.pipeline import Run  # noqa: E402
@@ -173,7 +174,19 @@ def test_every_export_format_loads_the_same_examples(tmp_path: Path) -> None:
     assert alpaca == [Example(**row) for row in json.loads((export / "alpaca_data.json").read_text())]
     assert read_data(run_dir) == ("run", alpaca)
     assert read_data(export / "hf_dataset") == ("hf", alpaca)
-    assert read_data(export / "finetuning_data.jsonl") == ("paper", alpaca)
+    # The paper's encoding (the default): records in the marked layout decode to their fields, the others (the
+    # paper's other templates) are trained on exactly as written.
+    kind, paper = read_data(export / "finetuning_data.jsonl")
+    decoded = {(e.instruction, e.input, e.output) for e in paper if e.prompt is None}
+    assert kind == "paper" and decoded and decoded <= {(e.instruction, e.input, e.output) for e in alpaca}
+    verbatim = [e for e in paper if e.prompt is not None]
+    assert verbatim and training_rows(verbatim, "paper", None) == [
+        {"prompt": e.prompt, "completion": e.completion} for e in verbatim
+    ]
+    # The fixed template gives back every example.
+    with Run.open(run_dir, {"prepare": {"finetuning_template": "fixed"}}) as run:
+        run.export(tmp_path / "fixed", formats=("paper",))
+    assert read_data(tmp_path / "fixed" / "finetuning_data.jsonl") == ("paper", alpaca)
     # The chat export joins instruction and input into the user message: that becomes the instruction.
     joined = [Example(e.instruction + (f"\n\n{e.input}" if e.input else ""), "", e.output) for e in alpaca]
     assert read_data(export / "openai_chat.jsonl") == ("openai-chat", joined)
@@ -215,7 +228,7 @@ def test_chat_format_uses_the_template_and_refuses_without_one(
         ("bad.jsonl", '{"prompt": "a\\n\\nOutput:", "completion": " b"}\n\n{"prompt": oops}\n', ":3:", "invalid JSON"),
         ("bad.json", json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "c"}]), ": item 2:", "'output'"),
         ("bad.jsonl", '{"messages": [{"role": "user", "content": "a"}]}\n', ":1:", "one user message then one"),
-        ("bad.jsonl", '{"prompt": "a", "completion": " b"}\n', ":1:", "not the paper's template"),
+        ("bad.jsonl", '{"prompt": "a", "completion": " "}\n', ":1:", "an empty prompt or completion"),
         ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"text": "c"}\n', ":2:", "not a fine-tuning example"),
         ("bad.jsonl", '{"instruction": "a", "output": "b"}\n{"prompt": "c", "completion": "d"}\n', ":2:", "one format"),
         ("empty.jsonl", "\n", ":", "no examples"),

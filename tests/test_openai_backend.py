@@ -37,7 +37,7 @@ def test_pipeline_over_http(tmp_path: Path, endpoint: DevServer, monkeypatch: py
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     run = Run.open(tmp_path, {"num_instructions": 4, **openai_config(endpoint, api=api)})
     run.run_all()
-    assert run.store.count_accepted_machine() >= 4
+    assert len(run.store.accepted("machine")) >= 4
     headers, first = endpoint.received[0]
     assert first["temperature"] == 0.7 and first["top_p"] == 0.5 and first["presence_penalty"] == 2.0
     assert first["max_tokens"] == 1024 and first["stop"] == ["\n\n", "\n16", "16.", "16 ."]
@@ -125,7 +125,7 @@ def test_server_that_disappears_mid_run_and_comes_back(tmp_path: Path) -> None:
     assert query(tmp_path, "SELECT COUNT(*) FROM requests WHERE status != 'ok'") == [(0,)]
     retried = query(tmp_path, "SELECT COUNT(*) FROM requests WHERE attempts > 1")[0][0]
     assert retried >= 1  # the outage was felt, and ridden out by retries
-    assert run.store.count_accepted_machine() >= 10
+    assert len(run.store.accepted("machine")) >= 10
 
 
 def test_cli_spreads_requests_over_replicas_and_stops_at_a_token_budget(tmp_path: Path) -> None:
@@ -181,3 +181,37 @@ def test_prices_give_a_cost_in_the_summary(tmp_path: Path, endpoint: DevServer) 
     assert len(per_stage) == 3
     for stage, tokens_in, tokens_out in per_stage:
         assert f"${(tokens_in * 0.5 + tokens_out * 1.5) / 1e6:.4f}" in result.output, stage
+
+
+def test_context_errors_shrink_max_tokens_and_rejected_requests_never_block_the_run(tmp_path: Path) -> None:
+    """Against a server whose context holds 740 words: bootstrap prompts (~100 words) with max_tokens 1024 are
+    retried once with the max_tokens that fits; the classification tasks' instance prompt alone (~750 words) is
+    over it, so those requests are rejected. The run still reaches its end, exits 0 and counts them as failed; a
+    resume does not send them again, --retry-failed does."""
+    from click.testing import CliRunner
+
+    from selfinstruct.cli import cli
+
+    with DevServer(ServerConfig(context_size=740)) as server:
+        args = ["run", "--out", str(tmp_path / "run"), "--num-instructions", "6", "--backend", "openai"]
+        args += ["--model", "tiny", "--base-url", server.base_url]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        sent_as: dict[tuple[str, int], list[int]] = {}
+        for _, body in server.received:
+            if body["prompt"].startswith("Come up with a series"):
+                sent_as.setdefault((body["prompt"], body["seed"]), []).append(body["max_tokens"])
+        for (prompt, _), sizes in sent_as.items():  # each request once as asked, once with what fits
+            assert sizes == [1024, 740 - len(prompt.split())]
+        rows = query(tmp_path / "run", "SELECT stage, status, error FROM requests WHERE status != 'ok'")
+        assert rows and all(stage == "instances" and status == "rejected" for stage, status, _ in rows)
+        assert all("maximum context length is 740" in error for *_, error in rows)
+        assert server.counts["context"] > len(rows)  # the bootstrap's were answered after shrinking
+        summary = result.output.split("instances", 1)[1]
+        assert f" {len(rows)} " in summary.splitlines()[0]  # the failed column of the instances stage
+
+        sent = len(server.received)
+        assert CliRunner().invoke(cli, args).exit_code == 0
+        assert len(server.received) == sent  # a resume skips rejected requests
+        assert CliRunner().invoke(cli, [*args, "--retry-failed"]).exit_code == 0
+        assert len(server.received) == sent + 2 * len(rows)  # each sent again, once shrunk, still rejected

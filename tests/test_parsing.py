@@ -96,18 +96,28 @@ def test_sample_shuffles_machine_instructions_among_seeds():
 RESPONSE = " First task here.\n10. Second task here.\n11. Third"
 
 
+def items(text: str, finish_reason: str = "stop") -> list[str]:
+    return [item for item, problem in parse_instructions(completion(text, finish_reason)) if not problem]
+
+
 def test_parse_instructions_splits_numbered_items():
-    assert parse_instructions(completion(RESPONSE)) == ["First task here.", "Second task here.", "Third"]
+    assert items(RESPONSE) == ["First task here.", "Second task here.", "Third"]
 
 
-def test_parse_instructions_drops_only_the_last_item_when_cut_off():
-    assert parse_instructions(completion(RESPONSE, "length")) == ["First task here.", "Second task here."]
-    assert parse_instructions(completion(" Only one unfinished item", "length")) == []
+def test_parse_instructions_marks_only_the_last_item_when_cut_off():
+    assert parse_instructions(completion(RESPONSE, "length")) == [
+        ("First task here.", ""),
+        ("Second task here.", ""),
+        ("Third", "truncated"),
+    ]
+    assert parse_instructions(completion(" Only one unfinished item", "length")) == [
+        ("Only one unfinished item", "truncated")
+    ]
 
 
 def test_parse_instructions_cleans_items_and_skips_empty_ones():
     text = " classify the\n  sentence as formal or informal.\n10. \n11.  summarize the   article in two lines.\n"
-    assert parse_instructions(completion(text)) == [
+    assert items(text) == [
         "Classify the sentence as formal or informal.",
         "Summarize the article in two lines.",
     ]
@@ -115,12 +125,12 @@ def test_parse_instructions_cleans_items_and_skips_empty_ones():
 
 def test_parse_instructions_does_not_split_on_numbers_inside_items():
     text = " List 3. things\nabout 10 dogs.\n10. Add 2 and 2."
-    assert parse_instructions(completion(text)) == ["List 3. things about 10 dogs.", "Add 2 and 2."]
+    assert items(text) == ["List 3. things about 10 dogs.", "Add 2 and 2."]
 
 
 def test_parse_instructions_empty_response():
     assert parse_instructions(completion("")) == []
-    assert parse_instructions(completion("   \n ")) == []
+    assert parse_instructions(completion("   \n ", "length")) == []
 
 
 def test_clean_instruction_upper_cases_only_the_first_letter():
@@ -147,6 +157,9 @@ def test_clean_instruction_upper_cases_only_the_first_letter():
         ("The answer is yes", None),
         ("Yesterday", None),
         ("Not sure", None),
+        ("Yes/No", None),
+        ("No or yes", None),
+        ("yes, yes", "yes"),
     ],
 )
 def test_parse_answer(text, expected):
@@ -180,7 +193,8 @@ def test_example_inside_content_does_not_split():
     )
     assert parse_instances(completion(text), classification=False) == [
         ("How many apples are left?", "For example 3 apples.\nExample 3 of this is given below.", ""),
-        ("input: is a word here", "Take this example 4: it works.", ""),
+        # A field that itself starts with a marker is ambiguous: the safety net drops it.
+        ("input: is a word here", "Take this example 4: it works.", "marker_in_text"),
     ]
 
 
@@ -195,12 +209,15 @@ def test_multiline_input_and_output_are_kept():
 
 
 def test_input_first_problems():
+    # An input without an output: parsed, then dropped as empty_output.
     assert parse_instances(completion("Example 1\nInput: just an input"), classification=False) == [
-        ("", "", "no_output_marker")
+        ("just an input", "", "")
     ]
-    assert parse_instances(completion("Some chatter.\nOutput: answer"), classification=False) == [
-        ("", "", "text_before_output_without_input_marker")
+    # Text before "Output:" without an "Input:" marker is the input (the paper's rule).
+    assert parse_instances(completion("Some text.\nOutput: answer"), classification=False) == [
+        ("Some text.", "answer", "")
     ]
+    assert parse_instances(completion("No marker anywhere."), classification=False) == [("", "", "no_output_marker")]
     assert parse_instances(completion(""), classification=False) == []
     assert parse_instances(completion("", "length"), classification=False) == []
 
@@ -258,9 +275,9 @@ def test_judge_drops_duplicates_after_the_first():
     ]
 
 
-def test_judge_drops_every_instance_whose_input_has_different_outputs():
+def test_judge_in_pair_mode_drops_only_the_instances_whose_input_has_different_outputs():
     parsed = [("q", "yes", ""), ("r", "ok", ""), ("q", "no", ""), ("", "x", ""), ("", "y", "")]
-    assert [(v, r) for *_, v, r in judge_instances(parsed, 5)] == [
+    assert [(v, r) for *_, v, r in judge_instances(parsed, 5, conflicts="pair")] == [
         ("dropped", "same_input_different_output"),
         ("kept", ""),
         ("dropped", "same_input_different_output"),
@@ -280,19 +297,19 @@ def test_judge_ignores_broken_instances_when_comparing_outputs():
 
 def test_judge_limits_the_number_of_kept_instances():
     parsed = [(f"in {i}", f"out {i}", "") for i in range(6)]
-    verdicts = judge_instances(parsed, 4)
-    assert [v for _, _, v, _ in verdicts] == ["kept"] * 4 + ["dropped"] * 2
+    verdicts = judge_instances(parsed, 4, random.Random(5))
+    assert sorted(v for _, _, v, _ in verdicts) == ["dropped"] * 2 + ["kept"] * 4
     assert {r for *_, v, r in verdicts if v == "dropped"} == {"over_instance_limit"}
 
 
 def test_judge_limit_counts_only_kept_instances():
     parsed = [("a", "", ""), ("b", "b", ""), ("c", "1", ""), ("d", "2", ""), ("e", "3", "")]
-    assert judge_instances(parsed, 2) == [
-        ("a", "", "dropped", "empty_output"),
-        ("b", "b", "dropped", "input_equals_output"),
-        ("c", "1", "kept", ""),
-        ("d", "2", "kept", ""),
-        ("e", "3", "dropped", "over_instance_limit"),
+    verdicts = judge_instances(parsed, 2, random.Random(0))
+    assert verdicts[:2] == [("a", "", "dropped", "empty_output"), ("b", "b", "dropped", "input_equals_output")]
+    assert sorted((v, r) for *_, v, r in verdicts[2:]) == [
+        ("dropped", "over_instance_limit"),
+        ("kept", ""),
+        ("kept", ""),
     ]
 
 
@@ -327,3 +344,96 @@ def test_input_first_without_example_lines_splits_at_each_input() -> None:
 
     parsed = parse_instances(Completion("Input: a\nOutput: b\nInput: c\nOutput: d", "stop", 0, 0), False)
     assert parsed == [("a", "b", ""), ("c", "d", "")]
+
+
+# --- prepare: answer shapes a completion model writes ---------------------------------------------
+
+SHAPES = [
+    # (name, text, classification task?, instances expected: (input, output, problem))
+    (
+        "few-shot layout",
+        "Example 1\nInput: a\nOutput: b\n\nExample 2\nInput: c\nOutput: d",
+        False,
+        [("a", "b", ""), ("c", "d", "")],
+    ),
+    ("no input", "Output: A poem\nabout rain.", False, [("", "A poem\nabout rain.", "")]),
+    ("heading with colon", "Example 1:\nInput: x\nOutput: y", False, [("x", "y", "")]),
+    ("heading with dot", "Example 1.\nInput: x\nOutput: y", False, [("x", "y", "")]),
+    (
+        "heading with hash",
+        "Example #1\nInput: x\nOutput: y\nExample #2\nInput: z\nOutput: w",
+        False,
+        [("x", "y", ""), ("z", "w", "")],
+    ),
+    ("heading and input on one line", "Example 1: Input: x\nOutput: y", False, [("x", "y", "")]),
+    ("everything on one line", "Example 1 Input: x Output: y", False, [("x", "y", "")]),
+    ("heading without number", "Example:\nInput: a\nOutput: b", False, [("a", "b", "")]),
+    ("numbered markers", "Input 1: a\nOutput 1: b\nInput 2: c\nOutput 2: d", False, [("a", "b", ""), ("c", "d", "")]),
+    ("upper case", "EXAMPLE 1\nINPUT: a\nOUTPUT: b", False, [("a", "b", "")]),
+    ("indented markers", "  Input: a\n  Output: b", False, [("a", "b", "")]),
+    ("windows line ends", "Input: a\r\nOutput: b\r\n", False, [("a", "b", "")]),
+    ("values on their own lines", "Input:\n\nHello there\n\nOutput:\n\nHi!", False, [("Hello there", "Hi!", "")]),
+    ("code output", "Output:\ndef f():\n    return 1", False, [("", "def f():\n    return 1", "")]),
+    (
+        "marker word inside content",
+        "Input: Fill in the form.\nOutput: Type it in the Input: box.",
+        False,
+        [("Fill in the form.", "Type it in the Input: box.", "")],
+    ),
+    ("no input, said so", "Input: N/A\nOutput: b", False, [("", "b", "")]),
+    ("output repeated", "Input: Recipe\nOutput: Recipe card\nOutput: Recipe", False, [("Recipe", "Recipe card", "")]),
+    ("pairs without headings", "Input: x\nOutput: y\nInput: z\nOutput: w", False, [("x", "y", ""), ("z", "w", "")]),
+    ("output then the next task", "Output: Done.\nTask: Write another poem.", False, [("", "Done.", "")]),
+    ("a marker inside the data", "Input: Input: hello\nOutput: hi", False, [("Input: hello", "hi", "marker_in_text")]),
+    (
+        "markdown marker left in an output",
+        "Input: a\nOutput: b\n**Input:** c",
+        False,
+        [("a", "b\n**Input:** c", "marker_in_text")],
+    ),
+    (
+        "cut off",
+        "Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d wa",
+        False,
+        [("a", "b", ""), ("c", "d wa", "truncated")],
+    ),
+    (
+        "labels and inputs",
+        "Class label: Positive\nInput: I loved it.\nClass label: Negative\nInput: Awful.",
+        True,
+        [("I loved it.", "Positive", ""), ("Awful.", "Negative", "")],
+    ),
+    (
+        "the task's own field name",
+        "Class label: Spam\nEmail: Win a prize now\nClass label: Not spam\nEmail: Lunch at 1?",
+        True,
+        [("Email: Win a prize now", "Spam", ""), ("Email: Lunch at 1?", "Not spam", "")],
+    ),
+    ("labels only", "Class label: Yes\nClass label: No", True, [("", "Yes", ""), ("", "No", "")]),
+    (
+        "multi-line input",
+        "Class label: Positive\nInput: Line one.\nLine two.",
+        True,
+        [("Line one.\nLine two.", "Positive", "")],
+    ),
+    (
+        "numbered labels",
+        "Class label 1: A\nInput: x\nClass label 2: B\nInput: y",
+        True,
+        [("x", "A", ""), ("y", "B", "")],
+    ),
+    ("label and input on one line", "Class label: Odd Input: 127", True, [("127", "Odd", "")]),
+    (
+        "blank lines between",
+        "Class Label: Odd\n\nInput: 127\n\nClass Label: Even\n\nInput: 48",
+        True,
+        [("127", "Odd", ""), ("48", "Even", "")],
+    ),
+    ("no label at all", "Input: 48\nOutput: Even", True, [("", "", "no_class_label_marker")]),
+]
+
+
+@pytest.mark.parametrize("name, text, classification, expected", SHAPES, ids=[s[0] for s in SHAPES])
+def test_answer_shapes(name, text, classification, expected):
+    finish = "length" if name == "cut off" else "stop"
+    assert parse_instances(completion(text, finish), classification) == expected

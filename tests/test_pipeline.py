@@ -65,8 +65,10 @@ def test_full_run_records_every_verdict_and_exports(tmp_path: Path, scripted: Sc
     ):
         lines = (export / name).read_text().splitlines()
         assert lines and all(json.loads(line) for line in lines)
-    record = json.loads((export / "finetuning_data.jsonl").read_text().splitlines()[0])
-    assert record["prompt"].endswith("Output:") and record["completion"].endswith("<|endoftext|>")
+    records = [json.loads(line) for line in (export / "finetuning_data.jsonl").read_text().splitlines()]
+    assert all(r["completion"].endswith("<|endoftext|>") for r in records)
+    assert len({(r["prompt"], r["completion"]) for r in records}) == len(records) <= kept  # the paper's encoding
+    assert len({r["prompt"].endswith("Output:") for r in records}) == 2  # several templates
     assert not list(export.glob(".*.tmp")), "no temporary file is left behind"
 
 

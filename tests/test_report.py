@@ -68,6 +68,7 @@ def test_stats_match_the_store(run_dir: Path) -> None:
     assert stats.instruction_funnel.total == stats.instruction_funnel.kept + sum(
         stats.instruction_funnel.dropped.values()
     )
+    assert stats.instance_funnel.dropped["marker_in_text"] == 0
     assert len(stats.seed_similarity) == len(machine) and all(0 <= s <= 0.7 for s in stats.seed_similarity)
     assert {r["stage"] for r in stats.requests} == {"bootstrap", "classify", "instances"}
     code, output = invoke("stats", str(run_dir))
@@ -82,6 +83,7 @@ def test_report_has_every_section_and_escapes_generated_text(run_dir: Path, tmp_
     for anchor in ("table1", "funnel", "distributions", "diversity", "requests-section", "instructions"):
         assert f'id="{anchor}"' in page
     assert page.count('class="histogram"') == 4 and 'id="verb-noun"' in page
+    assert "<td>dropped: marker_in_text</td><td class='n'>0</td>" in page  # the safety net's count, even at 0
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert SCRIPT not in page and "<b>bold</b>" not in page
     assert not re.search(r"https?://(?!www\.w3\.org)", page), "the page must not load anything from the network"

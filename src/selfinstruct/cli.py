@@ -37,6 +37,7 @@ from selfinstruct.records import InputError
 from selfinstruct.report.html import render
 from selfinstruct.report.stats import compute, request_stats
 from selfinstruct.stages import Report
+from selfinstruct.stages.bootstrap import BarrenBootstrap
 from selfinstruct.store import DB_NAME
 
 console = Console(stderr=True)
@@ -54,7 +55,7 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError) as e:
+        except (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError, BarrenBootstrap) as e:
             _fail(str(e))
         except KeyboardInterrupt:
             _fail("interrupted; everything answered so far is stored: run the same command to resume")
@@ -139,6 +140,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Resume a run directory even though generation settings differ from its stored ones.",
         ),
+        click.option(
+            "--retry-failed",
+            is_flag=True,
+            help="Send again the requests the backend rejected (HTTP 400, a prompt over the context); a resume "
+            "skips them otherwise.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -171,8 +178,8 @@ def _overrides(
     return out
 
 
-def _open(out: str, config_file: str | None, allow_config_change: bool, **flags: Any) -> Run:
-    return Run.open(out, _overrides(**flags), config_file, allow_config_change)
+def _open(out: str, config_file: str | None, allow_config_change: bool, retry_failed: bool, **flags: Any) -> Run:
+    return Run.open(out, _overrides(**flags), config_file, allow_config_change, retry_failed=retry_failed)
 
 
 def _spending(run: Run) -> str:
@@ -257,11 +264,14 @@ def _print_summary(run: Run) -> None:
     console.print(table)
     clf = s["classification"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    # Every reason, the format-marker safety net (marker_in_text) always shown, even at 0.
+    by_reason = {"marker_in_text": 0, **s["instances_dropped_by_reason"]}
+    dropped = ", ".join(f"{k} {v}" for k, v in by_reason.items())
     console.print(
         f"machine instructions: {s['machine_instructions']} accepted of {s['candidates']} candidates "
         f"(rejected: {rejected})\n"
         f"classification: yes {clf['yes']}, no {clf['no']}, unknown {clf['unknown']}, not yet {clf[None]}\n"
-        f"instances: {s['instances_kept']} kept, {s['instances_dropped']} dropped",
+        f"instances: {s['instances_kept']} kept, {s['instances_dropped']} dropped ({dropped})",
         highlight=False,
     )
 

@@ -22,6 +22,7 @@ from typing import Any
 
 # lm.weights for the llamacpp backend (see lm/llamacpp.py, prepared_weights).
 WEIGHTS = ("auto", "original", "q8_0", "f16", "bf16")
+OPENAI_MAX_STOP = 4  # stop sequences an OpenAI-compatible endpoint accepts per request
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,12 @@ class BootstrapConfig:
     tokenizer: str = "rouge"
     min_words: int = 4
     max_words: int = 150
+    # The paper's --use_clf_seed_tasks_only: prompt with classification seeds only, under a header asking for
+    # classification tasks, to get more of them. Novelty is still judged against every seed.
+    classification_seeds_only: bool = False
+    # Stop (resumably) after this many answered requests in a row gave no accepted instruction: the model or the
+    # API does not follow the format, and sending more would only spend money.
+    max_barren_requests: int = 50
     sampling: Sampling = Sampling(
         temperature=0.7,
         top_p=0.5,
@@ -110,8 +117,15 @@ class InstancesConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    max_instances_per_task: int = 5
+    max_instances_per_task: int = 5  # over it, a random sample (seeded by the run seed) is kept, as the paper
     include_seed_tasks: bool = True
+    # The same non-empty input with different outputs: "task" drops every instance of the task (the paper),
+    # "pair" only the conflicting ones.
+    conflicts: str = "task"
+    # finetuning_data.jsonl: "paper" encodes as prepare_for_finetuning.py does (a random prompt template per
+    # instance, field names stripped from half the inputs, duplicates removed, shuffled; seeded by the run seed);
+    # "fixed" uses one template, "<instruction>\n\nInput: <input>\n\nOutput:".
+    finetuning_template: str = "paper"
 
 
 @dataclass(frozen=True)
@@ -161,8 +175,15 @@ class Config:
             (self.bootstrap.num_prompt_instructions >= 1, "bootstrap.num_prompt_instructions must be >= 1"),
             (self.bootstrap.samples_per_prompt >= 1, "bootstrap.samples_per_prompt must be >= 1"),
             (
-                0.0 <= self.bootstrap.similarity_threshold <= 1.0,
-                "bootstrap.similarity_threshold must be in [0, 1]",
+                0.0 < self.bootstrap.similarity_threshold < 1.0,
+                "bootstrap.similarity_threshold must be between 0 and 1, both excluded (at 1 an exact copy would "
+                "pass the novelty filter; at 0 nothing sharing a word with the pool would)",
+            ),
+            (self.bootstrap.max_barren_requests >= 1, "bootstrap.max_barren_requests must be at least 1"),
+            (self.prepare.conflicts in ("task", "pair"), "prepare.conflicts must be 'task' or 'pair'"),
+            (
+                self.prepare.finetuning_template in ("paper", "fixed"),
+                "prepare.finetuning_template must be 'paper' or 'fixed'",
             ),
             (
                 1 <= self.bootstrap.min_words <= self.bootstrap.max_words,
@@ -178,6 +199,11 @@ class Config:
                 (s.max_tokens >= 1, f"{section}.sampling.max_tokens must be at least 1"),
                 (0.0 <= s.temperature <= 2.0, f"{section}.sampling.temperature must be in [0, 2]"),
                 (0.0 <= s.top_p <= 1.0, f"{section}.sampling.top_p must be in [0, 1]"),
+                (
+                    self.lm.backend != "openai" or len(s.stop) <= OPENAI_MAX_STOP,
+                    f"{section}.sampling.stop has {len(s.stop)} stop sequences; OpenAI-compatible endpoints accept "
+                    f"at most {OPENAI_MAX_STOP}: remove some",
+                ),
             ]
         for ok, message in checks:
             if not ok:

@@ -41,7 +41,7 @@ _VERBS = ["Describe", "Explain", "Summarize", "List", "Compare", "Suggest", "Rew
 def scripted_completion(prompt: str, seed: int = 0, classify_answer: str | None = None) -> tuple[str, str]:
     """(text, finish reason) in the shape the prompt's stage expects; deterministic in (prompt, seed)."""
     rng = random.Random(int(hashlib.sha256(f"{prompt}{seed}".encode()).hexdigest()[:12], 16))
-    if prompt.startswith("Come up with a series of tasks:"):
+    if prompt.startswith("Come up with a series of"):
         items = []
         for _ in range(rng.randint(2, 5)):
             kind = rng.random()
@@ -83,6 +83,8 @@ class ServerConfig:
     slow_seconds: float = 30.0  # how long a "slow" fault stalls
     seed: int = 0
     max_concurrent: int = 0  # requests processed at once (like a server's batch size); 0: no limit
+    # Tokens (words, here) a prompt plus max_tokens may hold; more gets OpenAI's HTTP 400 for it. 0: no limit.
+    context_size: int = 0
 
 
 @dataclass
@@ -137,6 +139,19 @@ class DevServer:
                 chat = self.path.endswith("/chat/completions")
                 with server._lock:
                     server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                # The completions API also takes a list of prompts (the paper's script sent 5 per call).
+                prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
+                prompts = prompt if isinstance(prompt, list) else [prompt]
+                context, wanted = server.config.context_size, int(body.get("max_tokens") or 16)
+                if context and (longest := max(len(one.split()) for one in prompts)) + wanted > context:
+                    server._count("context")
+                    message = (
+                        f"This model's maximum context length is {context} tokens. However, you requested "
+                        f"{longest + wanted} tokens ({longest} in your prompt; {wanted} for the completion). "
+                        "Please reduce your prompt; or completion length."
+                    )
+                    self._json(400, {"error": {"message": message, "code": "context_length_exceeded"}})
+                    return
                 fault = server._draw_fault()
                 server._count(fault or "ok")
                 if fault in ("429", "429-retry-after", "500", "502", "503"):
@@ -150,9 +165,6 @@ class DevServer:
                     return
                 if fault == "slow":
                     time.sleep(server.config.slow_seconds)
-                # The completions API also takes a list of prompts (the paper's script sent 5 per call).
-                prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
-                prompts = prompt if isinstance(prompt, list) else [prompt]
                 choices: list[dict[str, Any]] = []
                 prompt_tokens = completion_tokens = 0
                 for index, one in enumerate(prompts):
@@ -253,6 +265,9 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from: {', '.join(FAULTS)}")
     parser.add_argument("--max-concurrent", type=int, default=0, help="requests processed at once; 0: no limit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--context-size", type=int, default=0, help="words a prompt plus max_tokens may hold (HTTP 400 beyond); 0: any"
+    )
     args = parser.parse_args()
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
@@ -265,6 +280,7 @@ def main() -> None:
         faults,
         seed=args.seed,
         max_concurrent=args.max_concurrent,
+        context_size=args.context_size,
     )
     server = DevServer(config, args.port)
     print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)

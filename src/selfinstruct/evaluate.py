@@ -48,7 +48,9 @@ Instruction: {instruction}
 Response: {response}
 
 Rating (A, B, C or D):"""
-_RATING = re.compile(r"\b([ABCD])\b")
+# A capital B, C or D standing alone, or an A that is not the article of a following lower-case word
+# ("A response like this deserves D" is a D).
+_RATING = re.compile(r"\b([BCD])\b|\b(A)\b(?!\s+[a-z])")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def prompt_for(item: EvalItem) -> str:
 
 def parse_rating(text: str) -> str | None:
     match = _RATING.search(text)  # capitals only: the article "a" is not a rating
-    return match.group(1) if match else None
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def judge_prompt(prediction: dict[str, Any]) -> str:

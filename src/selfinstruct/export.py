@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.config import Config
 from selfinstruct.store import Store
 
 END_OF_TEXT = "<|endoftext|>"
@@ -73,6 +76,64 @@ def finetuning_record(instruction: str, input_text: str, output: str) -> dict[st
     if input_text.strip():
         prompt += f"\n\nInput: {input_text.strip()}"
     return {"prompt": prompt + "\n\nOutput:", "completion": f" {output.strip()}{END_OF_TEXT}"}
+
+
+# The paper's encodings (prepare_for_finetuning.py): (prompt, completion) templates, one drawn per instance, so
+# the tuned model does not depend on one exact layout. "{i}" is the instruction, "{x}" the input, "{y}" the output.
+PAPER_TEMPLATES_WITH_INPUT = (
+    ("{i}\nInput: {x}\nOutput:", " {y}"),
+    ("{i}\n\nInput: {x}\n\nOutput:", " {y}"),
+    ("Task: {i}\nInput: {x}\nOutput:", " {y}"),
+    ("{i}\n\n{x}\n\nOutput:", " {y}"),
+    ("{i}\n\n{x}\n\n", "{y}"),
+    ("{i}\n{x}\n\n", "{y}"),
+    ("Task: {i}\n\n{x}\n\n", "{y}"),
+)
+PAPER_TEMPLATES_WITHOUT_INPUT = (
+    ("{i} Output:", " {y}"),
+    ("{i}\nOutput:", " {y}"),
+    ("{i}\n\nOutput:", " {y}"),
+    ("{i}\n", "{y}"),
+    ("{i}\n\n", "{y}"),
+    ("Task: {i}\n\n", "{y}"),
+)
+_FIELD_NAME = re.compile(r"(\w+):")
+
+
+def _loosen_input(input_text: str, rng: random.Random) -> str:
+    """Half the time, as the paper: an input with a single field name ("Sentence: I love it.") loses it, and
+    blank lines become single line breaks."""
+    text = input_text.strip()
+    if rng.random() < 0.5:
+        if len(set(_FIELD_NAME.findall(text))) == 1:
+            text = text.split(":", 1)[1].strip()
+        text = text.replace("\n\n", "\n")
+    return text
+
+
+def paper_finetuning_records(rows: list[Row], seed: int) -> list[dict[str, str]]:
+    """The paper's fine-tuning data: each instance under a random template, field names loosened, duplicate
+    prompt/completion pairs removed, shuffled. Seeded: the same run gives the same file."""
+    rng = random.Random(f"{seed}:finetuning")
+    records, seen = [], set()
+    for row in rows:
+        input_text = _loosen_input(row["input"], rng)
+        templates = PAPER_TEMPLATES_WITH_INPUT if input_text else PAPER_TEMPLATES_WITHOUT_INPUT
+        prompt, completion = rng.choice(templates)
+        values = {"i": row["instruction"].strip(), "x": input_text, "y": row["output"].strip()}
+        pair = (prompt.format(**values), completion.format(**values) + END_OF_TEXT)
+        if pair not in seen:
+            seen.add(pair)
+            records.append({"prompt": pair[0], "completion": pair[1]})
+    rng.shuffle(records)
+    return records
+
+
+def finetuning_records(rows: list[Row], template: str, seed: int) -> list[dict[str, str]]:
+    """finetuning_data.jsonl: the paper's encoding ("paper") or one fixed template ("fixed")."""
+    if template == "paper":
+        return paper_finetuning_records(rows, seed)
+    return [finetuning_record(r["instruction"], r["input"], r["output"]) for r in rows]
 
 
 def openai_chat_record(row: Row) -> Row:
@@ -192,9 +253,12 @@ def _hf_dataset(rows: list[Row]) -> Any:
 
 
 def export(
-    store: Store, output_dir: str | Path, include_seed_tasks: bool = True, formats: Iterable[str] = FORMATS
+    store: Store, output_dir: str | Path, config: Config | None = None, formats: Iterable[str] = FORMATS
 ) -> dict[str, int]:
-    """Write the chosen formats (and a dataset card) into `output_dir`; returns {file name: records}."""
+    """Write the chosen formats (and a dataset card) into `output_dir`; returns {file name: records}. The run's
+    config says whether seed tasks are included and how finetuning_data.jsonl is encoded."""
+    config = config or Config()
+    include_seed_tasks = config.prepare.include_seed_tasks
     out = Path(output_dir)
     formats = set(formats)
     unknown = formats - set(FORMATS)
@@ -246,7 +310,7 @@ def export(
                 for r in instances
                 if r["origin"] == "machine"
             ],
-            "finetuning_data.jsonl": [finetuning_record(r["instruction"], r["input"], r["output"]) for r in rows],
+            "finetuning_data.jsonl": finetuning_records(rows, config.prepare.finetuning_template, config.seed),
         }
         for name, records in paper.items():
             files[name], counts[name] = _jsonl(records), len(records)

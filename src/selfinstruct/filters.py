@@ -52,8 +52,9 @@ def blocked_keyword(instruction: str) -> Verdict:
 
 
 def write_a_program(instruction: str) -> Verdict:
-    # The paper: such tasks are hard to follow for the model and to check; they are usually too broad.
-    return (False, "starts_with_write_a_program") if instruction.startswith("Write a program") else KEEP
+    # The paper: such tasks are hard to follow for the model and to check; they are usually too broad. Its
+    # str.capitalize() lower-cased the rest first, so "Write A Program" was caught too: case-insensitive.
+    return (False, "starts_with_write_a_program") if instruction.lower().startswith("write a program") else KEEP
 
 
 def first_character(instruction: str) -> Verdict:

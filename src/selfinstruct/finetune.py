@@ -49,6 +49,10 @@ class Example:
     instruction: str
     input: str
     output: str
+    # A prompt/completion record in another of the paper's templates (finetuning_data.jsonl is encoded with a
+    # random one per instance) cannot be split back into fields reliably: it is trained on as it is written.
+    prompt: str | None = None
+    completion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,14 +141,14 @@ def _from_alpaca(row: dict[str, Any], where: str) -> Example:
 
 def _from_paper(row: dict[str, Any], where: str) -> Example:
     prompt = _text(row, "prompt", where)
-    if not prompt.endswith(OUTPUT_MARKER):
-        raise InputError(
-            f"{where}: the prompt does not end with {OUTPUT_MARKER!r}, so it is not the paper's template "
-            "(as `selfinstruct export --format paper` writes); give the data as Alpaca JSON instead"
-        )
-    instruction, _, input_text = prompt.removesuffix(OUTPUT_MARKER).partition(INPUT_MARKER)
     completion = _text(row, "completion", where).removesuffix(END_OF_TEXT)
-    return _from_alpaca({"instruction": instruction, "input": input_text, "output": completion}, where)
+    if not prompt.strip() or not completion.strip():
+        raise InputError(f"{where}: an empty prompt or completion is not a fine-tuning example")
+    if prompt.endswith(OUTPUT_MARKER) and completion.startswith(" "):  # the fixed template: fields recovered
+        instruction, _, input_text = prompt.removesuffix(OUTPUT_MARKER).partition(INPUT_MARKER)
+        return _from_alpaca({"instruction": instruction, "input": input_text, "output": completion}, where)
+    # Any other of the paper's templates: kept verbatim for training; for a chat format, the prompt is the user turn.
+    return Example(prompt.strip(), "", completion.strip(), prompt, completion)
 
 
 def _from_chat(row: dict[str, Any], where: str) -> Example:
@@ -256,6 +260,9 @@ def training_rows(examples: list[Example], prompt_format: str, tokenizer: Any) -
         return [{"prompt": chat[:1], "completion": chat[1:]} for chat in chats]
     rows = []
     for e in examples:
+        if e.prompt is not None and e.completion is not None:  # already encoded (the paper's random templates)
+            rows.append({"prompt": e.prompt, "completion": e.completion})
+            continue
         record = finetuning_record(e.instruction, e.input, e.output)
         # The export's literal <|endoftext|> is GPT-3's EOS; TRL appends this model's own instead.
         rows.append({"prompt": record["prompt"], "completion": record["completion"].removesuffix(END_OF_TEXT)})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from selfinstruct.lm import LM, create_backends
 from selfinstruct.lm.engine import Engine, Prices
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages import Report, no_report
-from selfinstruct.stages.bootstrap import bootstrap
+from selfinstruct.stages.bootstrap import bootstrap, check_classification_seeds
 from selfinstruct.stages.classify import classify
 from selfinstruct.stages.instances import generate_instances
 from selfinstruct.stages.prepare import prepare
@@ -48,8 +49,11 @@ RESUMABLE_KEYS = {
     "lm.price_output",
     "lm.max_cost",
     "lm.max_tokens_total",
+    "bootstrap.max_barren_requests",
     "prepare.max_instances_per_task",
     "prepare.include_seed_tasks",
+    "prepare.conflicts",
+    "prepare.finetuning_template",
 }
 STAGES = ("bootstrap", "classify", "instances", "prepare")
 
@@ -96,6 +100,7 @@ class Run:
     store: Store
     config: cfg.Config
     lm: LM | list[LM] | None = None
+    retry_failed: bool = False  # send again the requests a backend rejected (HTTP 400, a prompt over the context)
     _engine: Engine | None = None
     _runner: asyncio.Runner = field(default_factory=asyncio.Runner)
 
@@ -107,6 +112,7 @@ class Run:
         config_file: str | None = None,
         allow_config_change: bool = False,
         lm: LM | None = None,
+        retry_failed: bool = False,
     ) -> Run:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
@@ -120,6 +126,8 @@ class Run:
         config = _resolve_config(stored, config_file, overrides or {}, allow_config_change)
         # Validate the seed file before creating anything, so a bad file leaves nothing behind.
         seeds = load_seed_tasks(config.seed_tasks) if stored is None else None
+        if seeds is not None and config.bootstrap.classification_seeds_only:
+            check_classification_seeds([s.instruction for s in seeds if s.is_classification])
         try:
             out.mkdir(parents=True, exist_ok=True)
             store = Store(out)
@@ -129,7 +137,7 @@ class Run:
             if seeds is not None:
                 store.add_seed_tasks(seeds)
             store.set_meta("config", config.to_json())
-        return cls(store, config, lm)
+        return cls(store, config, lm, retry_failed)
 
     @property
     def engine(self) -> Engine:
@@ -151,6 +159,7 @@ class Run:
                 prices=Prices(lm.price_input, lm.price_output),
                 max_cost=lm.max_cost,
                 max_tokens_total=lm.max_tokens_total,
+                retry_failed=self.retry_failed,
             )
         return self._engine
 
@@ -179,7 +188,7 @@ class Run:
     ) -> dict[str, int]:
         """Write the chosen export formats (see export.FORMATS) into output_dir (default RUN_DIR/export)."""
         target = Path(output_dir) if output_dir else self.store.run_dir / "export"
-        return export(self.store, target, self.config.prepare.include_seed_tasks, formats)
+        return export(self.store, target, self.config, formats)
 
     def run_all(self, report_for: dict[str, Report] | None = None) -> dict[str, int]:
         report_for = report_for or {}
@@ -199,6 +208,9 @@ class Run:
             },
             "instances_kept": sum(1 for r in instances if r["verdict"] == "kept" and r["origin"] == "machine"),
             "instances_dropped": sum(1 for r in instances if r["verdict"] == "dropped"),
+            "instances_dropped_by_reason": dict(
+                Counter(r["reason"] for r in instances if r["verdict"] == "dropped").most_common()
+            ),
         }
 
     def __enter__(self) -> Run:

@@ -4,6 +4,9 @@ It journals every LM request (prompt, parameters, raw text, finish reason, token
 candidate instruction with its verdict and reason, classifications and instances with verdicts. A result is
 committed in the same transaction as the response it came from, so a killed run resumes without losing or
 repeating anything. Schema changes are explicit migrations numbered by `PRAGMA user_version`.
+
+A request's status: `pending` (journaled, maybe in flight), `ok`, `failed` (every retry failed: sent again on
+resume) or `rejected` (the backend refused the request itself: sent again only with --retry-failed).
 """
 
 from __future__ import annotations
@@ -289,32 +292,34 @@ class Store:
             ),
         )
 
-    def fail_request(self, request_id: int, error: str, latency: float) -> None:
+    def fail_request(self, request_id: int, error: str, latency: float, status: str = "failed") -> None:
+        """`failed`: every retry failed, sent again on resume; `rejected`: the backend refused the request itself,
+        sent again only with --retry-failed."""
         self._write(
-            "UPDATE requests SET status = 'failed', error = ?, latency = ?, completed_at = ? WHERE id = ?",
-            (error, latency, time.time(), request_id),
+            "UPDATE requests SET status = ?, error = ?, latency = ?, completed_at = ? WHERE id = ?",
+            (status, error, latency, time.time(), request_id),
         )
 
-    def unfinished_requests(self, stage: str) -> list[Request]:
-        """Requests that were sent but never answered (killed) or failed after every retry."""
+    def unfinished_requests(self, stage: str, include_rejected: bool = False) -> list[Request]:
+        """Requests that were sent but never answered (killed) or failed after every retry; rejected ones too
+        when asked."""
+        statuses = ("pending", "failed", "rejected") if include_rejected else ("pending", "failed")
         rows = self._db.execute(
-            "SELECT * FROM requests WHERE stage = ? AND status != 'ok' ORDER BY id", (stage,)
+            f"SELECT * FROM requests WHERE stage = ? AND status IN ({', '.join('?' * len(statuses))}) ORDER BY id",
+            (stage, *statuses),
         ).fetchall()
         return [r for r in map(self._request, rows) if r]
 
-    def count_requests(self, stage: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM requests WHERE stage = ?", (stage,)).fetchone()[0]
-
-    def item_requests(self, stage: str, instruction_id: int) -> list[Request]:
-        rows = self._db.execute(
-            "SELECT * FROM requests WHERE stage = ? AND instruction_id = ? ORDER BY sample_index",
-            (stage, instruction_id),
-        ).fetchall()
-        return [r for r in map(self._request, rows) if r]
+    def next_sample_index(self, stage: str) -> int:
+        """One past the highest sample index a request of this stage was sent with (0 when none)."""
+        return self._db.execute(
+            "SELECT COALESCE(MAX(sample_index) + 1, 0) FROM requests WHERE stage = ?", (stage,)
+        ).fetchone()[0]
 
     def request_stats(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT stage, COUNT(*) AS requests, SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed,"
+            "SELECT stage, COUNT(*) AS requests, SUM(status = 'ok') AS ok,"
+            " SUM(status IN ('failed', 'rejected')) AS failed, SUM(status = 'rejected') AS rejected,"
             " SUM(status = 'pending') AS pending, SUM(attempts) AS attempts,"
             " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
             " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(latency), 0) AS seconds,"
@@ -382,11 +387,6 @@ class Store:
         if origin is None:
             return self._instructions("verdict = 'accepted'")
         return self._instructions("verdict = 'accepted' AND origin = ?", (origin,))
-
-    def count_accepted_machine(self) -> int:
-        return self._db.execute(
-            "SELECT COUNT(*) FROM instructions WHERE verdict = 'accepted' AND origin = 'machine'"
-        ).fetchone()[0]
 
     def reject_reasons(self) -> dict[str, int]:
         """Rejected candidates per reason class (the part before any detail in parentheses)."""

@@ -24,15 +24,29 @@ class Completion:
 
 
 class BackendError(RuntimeError):
-    """A request failed. `retryable` says whether sending it again may succeed."""
+    """A request failed. `retryable` says whether sending it again may succeed.
+
+    `rejected`: the backend refused this request itself (HTTP 400/413/422, a prompt over the context): it fails
+    the same way every time, says nothing about the endpoint's health, and must not block the run. `fits`: for a
+    prompt that leaves too little room for max_tokens, the largest max_tokens that would fit, when known."""
 
     def __init__(
-        self, message: str, retryable: bool = True, retry_after: float | None = None, overloaded: bool = False
+        self,
+        message: str,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        overloaded: bool = False,
+        rejected: bool = False,
+        context_overflow: bool = False,
+        fits: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not rejected
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it said
         self.overloaded = overloaded  # 429/503: the engine sends fewer requests at once to this endpoint
+        self.rejected = rejected
+        self.context_overflow = context_overflow  # the engine retries once with a smaller max_tokens
+        self.fits = fits
 
 
 class LM(Protocol):

@@ -195,6 +195,7 @@ class Engine:
         prices: Prices | None = None,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
+        retry_failed: bool = False,
     ) -> None:
         lms = lms if isinstance(lms, list) else [lms]
         if len({lm.model_id for lm in lms}) != 1:
@@ -216,6 +217,9 @@ class Engine:
         self.prices = prices or Prices()
         self.max_cost = max_cost
         self.max_tokens_total = max_tokens_total
+        # Requests the backend rejected (a prompt over the context, HTTP 400) fail the same way when sent again:
+        # they are sent again only when asked (--retry-failed), so they never block a run or a resume.
+        self.retry_failed = retry_failed
         self.failures = 0  # consecutive requests that failed after every retry
         self.answered = 0  # requests answered by a backend in this process
         self.inflight = 0
@@ -335,16 +339,6 @@ class Engine:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def _stored(self, key: str, on_result: OnResult | None) -> Completion | None:
-        stored = self.store.find_request(key)
-        if stored is None or stored.status != "ok":
-            return None
-        completion = stored.completion()
-        if on_result:
-            with self.store.transaction():
-                on_result(stored.id, completion)
-        return completion
-
     async def request(
         self,
         stage: str,
@@ -367,6 +361,11 @@ class Engine:
                 prompt = prompt()
             key = request_key(self.model_id, prompt, sampling, sample_index)
             stored = self.store.find_request(key)
+            if stored is not None and stored.status == "rejected" and not self.retry_failed:
+                if lease:
+                    await self._release(lease, None, count=False)
+                await wait_turn()
+                return None
             if stored is not None and stored.status == "ok":  # answered from the journal
                 if lease:
                     await self._release(lease, None)
@@ -426,6 +425,7 @@ class Engine:
         """Send until answered or out of retries: (completion, latency of the attempt that answered), not yet
         stored; None once recorded as failed."""
         attempt = 0
+        shrunk = False
         estimate = len(prompt) // 4 + sampling.max_tokens  # for the tokens-per-minute limit, before the answer
         last: Replica | None = None
         while True:
@@ -451,12 +451,21 @@ class Engine:
                 self.failures = 0
                 self.answered += 1
                 return completion, latency
-            if not error.retryable or attempt >= self.max_retries:
-                self.store.fail_request(request_id, str(error), latency)
+            if error.context_overflow and not shrunk:
+                # Once, at once: room for the prompt (the paper shrank max_tokens by 0.8 on such errors).
+                shrunk = True
+                smaller = error.fits if error.fits and error.fits < sampling.max_tokens else sampling.max_tokens // 2
+                if smaller >= 1:
+                    sampling = dataclasses.replace(sampling, max_tokens=smaller)
+                    self.store.count_attempt(request_id, f"{error} (retrying with max_tokens {smaller})")
+                    continue
+            if error.rejected or not error.retryable or attempt >= self.max_retries:
+                self.store.fail_request(request_id, str(error), latency, "rejected" if error.rejected else "failed")
                 self.failures += 1
-                # Stop when the endpoint keeps failing, and at once when it has not answered even once
-                # (an unreachable endpoint at start-up should not cost ten rounds of backoff).
-                if self.failures >= self.max_consecutive_failures or not self.answered:
+                # Stop when the endpoint keeps failing, and at once when it has not answered even once (an
+                # unreachable endpoint at start-up should not cost ten rounds of backoff). A rejected request says
+                # nothing about the endpoint: it alone never stops the run.
+                if self.failures >= self.max_consecutive_failures or not (self.answered or error.rejected):
                     what = f"{self.failures} requests in a row failed" if self.answered else "the first request failed"
                     raise EndpointDown(
                         f"{what} after {attempt + 1} attempts; the last error: {str(error).rstrip('.')}. Fix the "

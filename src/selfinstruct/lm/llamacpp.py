@@ -274,17 +274,17 @@ class _Worker:
 
     def _prepare(self, request: _Request) -> None:
         if request.sampling.max_tokens < 1:
-            raise BackendError("max_tokens must be at least 1", retryable=False)
+            raise BackendError("max_tokens must be at least 1", rejected=True)
         tokens = self._tokenize(request.prompt)
         if not tokens:
-            raise BackendError("the prompt is empty", retryable=False)
+            raise BackendError("the prompt is empty", rejected=True)
         # Leave room for the prompt: a sequence holds prompt + completion within context_size.
         max_tokens = min(request.sampling.max_tokens, self.context_size - len(tokens))
         if max_tokens < 1:
             raise BackendError(
                 f"prompt of {len(tokens)} tokens does not fit the context of {self.context_size} "
                 "(raise lm.context_size)",
-                retryable=False,
+                rejected=True,
             )
         request.tokens, request.max_tokens = tokens, max_tokens
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,13 @@ from selfinstruct.lm import BackendError, Completion
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 OVERLOADED = (429, 503, 529)  # the server asks for less: the engine lowers this replica's concurrency
+REJECTED = (400, 413, 422)  # the request itself is refused: sending it again fails the same way
+# How OpenAI, vLLM, llama.cpp's server and TGI say that prompt + max_tokens exceed the model's context.
+_CONTEXT_OVERFLOW = re.compile(
+    r"context length|context window|context_length_exceeded|reduce (?:the length|your prompt)|too many tokens|"
+    r"exceeds? the (?:model'?s? )?(?:maximum )?context|must be <= .*max_model_len|max_total_tokens",
+    re.IGNORECASE,
+)
 
 
 class OpenAILM:
@@ -59,7 +67,7 @@ class OpenAILM:
             "seed": seed,
         }
         if sampling.stop:
-            body["stop"] = list(sampling.stop)[:4]  # OpenAI accepts at most 4 stop sequences
+            body["stop"] = list(sampling.stop)  # at most 4 at OpenAI: the config refuses more (config.OPENAI_MAX_STOP)
         if self._chat:
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -78,9 +86,17 @@ class OpenAILM:
         except (aiohttp.ClientError, OSError) as e:  # reset, closed mid-answer
             raise BackendError(f"{type(e).__name__}: {e}".rstrip(": ")) from e
         if status != 200:
+            message = _error_message(raw)
             retryable = status in (408, 409) or status == 429 or status >= 500
+            overflow = status in REJECTED and _CONTEXT_OVERFLOW.search(message) is not None
             raise BackendError(
-                f"HTTP {status}: {_error_message(raw)}", retryable, retry_after, overloaded=status in OVERLOADED
+                f"HTTP {status}: {message}",
+                retryable,
+                retry_after,
+                overloaded=status in OVERLOADED,
+                rejected=status in REJECTED,
+                context_overflow=overflow,
+                fits=_room_for_completion(message) if overflow else None,
             )
         try:
             data = json.loads(raw)
@@ -107,6 +123,16 @@ def _error_message(raw: bytes) -> str:
         return str(json.loads(raw)["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return raw[:200].decode("utf-8", "replace") or "(empty body)"
+
+
+def _room_for_completion(message: str) -> int | None:
+    """The max_tokens that fits, from "maximum context length is 4097 tokens ... (3500 in your prompt ...)"."""
+    context = re.search(r"(?:context length|context window)(?: of| is)? (\d+)", message)
+    prompt = re.search(r"(\d+) (?:tokens )?in (?:your prompt|the messages|the prompt)", message)
+    if context and prompt:
+        room = int(context.group(1)) - int(prompt.group(1))
+        return room if room > 0 else None
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -211,15 +211,15 @@ class TransformersLM:
         for req in batch:  # a bad prompt fails its own request, not the batch
             try:
                 if req.sampling.max_tokens < 1:
-                    raise BackendError("max_tokens must be at least 1", retryable=False)
+                    raise BackendError("max_tokens must be at least 1", rejected=True)
                 req.ids = self._tokenizer(req.prompt)["input_ids"]
                 if not req.ids:
-                    raise BackendError("empty prompt: the model needs at least one token to continue", retryable=False)
+                    raise BackendError("empty prompt: the model needs at least one token to continue", rejected=True)
                 room = self._context - len(req.ids)
                 if room < 1:
                     raise BackendError(
                         f"prompt of {len(req.ids)} tokens does not fit the model's context of {self._context}",
-                        retryable=False,
+                        rejected=True,
                     )
                 req.limit = min(req.sampling.max_tokens, room)
                 ready.append(req)

@@ -56,7 +56,8 @@ class RunStats:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str) -> Funnel:
+def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str, always: tuple[str, ...] = ()) -> Funnel:
+    """Counts per drop reason, largest first; the reasons in `always` are listed even at 0."""
     dropped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     for row in rows:
@@ -67,7 +68,9 @@ def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str) -> Funne
         if len(examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
             examples[reason].append(row[text_key])
     kept = sum(1 for row in rows if row["verdict"] == kept_value)
-    return Funnel(len(rows), kept, dict(dropped.most_common()), examples)
+    counts = dict(dropped.most_common())
+    counts.update({reason: 0 for reason in always if reason not in counts})
+    return Funnel(len(rows), kept, counts, examples)
 
 
 def request_stats(store: Store) -> list[dict[str, Any]]:
@@ -114,7 +117,8 @@ def compute(store: Store) -> RunStats:
     return RunStats(
         table1=table1,
         instruction_funnel=_funnel(store.candidate_rows(), "accepted", "text"),
-        instance_funnel=_funnel(instances, "kept", "output"),
+        # The format-marker safety net is always shown: 0 is the figure to see.
+        instance_funnel=_funnel(instances, "kept", "output", always=("marker_in_text",)),
         seed_similarity=seed_similarity,
         instruction_lengths=[words(i.text) for i in machine],
         input_lengths=[words(r["input"]) for r in kept if r["input"].strip()],

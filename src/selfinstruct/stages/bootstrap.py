@@ -13,7 +13,7 @@ import random
 import re
 from collections import Counter
 
-from selfinstruct.config import Config
+from selfinstruct.config import Config, ConfigError
 from selfinstruct.filters import check_instruction, instruction_filters
 from selfinstruct.lm import Completion
 from selfinstruct.lm.engine import Engine, run_all
@@ -26,8 +26,15 @@ NEIGHBOURS = 10
 _ITEM_SPLIT = re.compile(r"\n\d+\s?\.\s")
 
 
-def encode_prompt(instructions: list[str]) -> str:
-    lines = ["Come up with a series of tasks:"]
+HEADER = "Come up with a series of tasks:"
+# The paper's header for its classification-seeds-only mode (--use_clf_seed_tasks_only).
+CLASSIFICATION_HEADER = (
+    "Come up with a series of classification tasks. Try to specify the possible output labels when possible."
+)
+
+
+def encode_prompt(instructions: list[str], header: str = HEADER) -> str:
+    lines = [header]
     for number, instruction in enumerate(instructions, 1):
         instruction = re.sub(r"\s+", " ", instruction).strip().rstrip(":")
         lines.append(f"{number}. {instruction}")
@@ -50,16 +57,32 @@ def clean_instruction(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def parse_instructions(completion: Completion) -> list[str]:
-    """The numbered items of a response that continues a list from "9.".
+def parse_instructions(completion: Completion) -> list[tuple[str, str]]:
+    """(item, problem) for the numbered items of a response that continues a list from "9.".
 
-    A response cut off by max_tokens (finish reason "length") keeps its complete items and drops only the
-    last, possibly unfinished one; the paper dropped the whole response.
+    The last item of a response cut off by max_tokens (finish reason "length") may be unfinished: its problem is
+    "truncated" and it is stored as rejected, so every candidate's verdict stays visible. The paper dropped the
+    whole response.
     """
-    items = [clean_instruction(item) for item in _ITEM_SPLIT.split(completion.text)]
-    if completion.finish_reason == "length":
-        items = items[:-1]
-    return [item for item in items if item]
+    items = [item for item in map(clean_instruction, _ITEM_SPLIT.split(completion.text)) if item]
+    problems = [""] * len(items)
+    if completion.finish_reason == "length" and items:
+        problems[-1] = "truncated"
+    return list(zip(items, problems, strict=True))
+
+
+def check_classification_seeds(instructions: list[str]) -> list[str]:
+    """The classification seeds that `classification_seeds_only` prompts with; an error when there are none."""
+    if not instructions:
+        raise ConfigError(
+            "bootstrap.classification_seeds_only is set, but no seed task is flagged as a classification task "
+            "(is_classification): flag some in the seed file, or unset it"
+        )
+    return instructions
+
+
+class BarrenBootstrap(RuntimeError):
+    """Many answered requests in a row gave no accepted instruction: the run stops instead of spending more."""
 
 
 class Bootstrapper:
@@ -80,8 +103,16 @@ class Bootstrapper:
         self.engine = engine
         cfg = config.bootstrap
         self.filters = instruction_filters(cfg.min_words, cfg.max_words)
-        self.seeds = [i.text for i in store.accepted("seed")]
+        seeds = store.accepted("seed")
+        self.seeds = [i.text for i in seeds]
         self.machine = [i.text for i in store.accepted("machine")]
+        # The in-context seeds; novelty is judged against every seed in either case.
+        self.header, self.prompt_seeds = HEADER, self.seeds
+        if cfg.classification_seeds_only:
+            self.header = CLASSIFICATION_HEADER
+            self.prompt_seeds = check_classification_seeds([i.text for i in seeds if i.classification == "yes"])
+        self.texts = set(self.seeds) | set(self.machine)  # exact copies: see judge
+        self.barren = 0  # answered requests in a row without an accepted instruction
         # Progress counts, kept in memory rather than re-counted in the database after every request.
         self.candidates = store.candidate_count()
         self.rejected = Counter(store.reject_reasons())
@@ -104,14 +135,17 @@ class Bootstrapper:
         """Filter the candidates of one response and store each with its verdict (runs inside the
         transaction that stores the response)."""
         self.answered += 1
-        for position, text in enumerate(parse_instructions(completion)):
-            keep, reason = check_instruction(text, self.filters)
+        accepted = 0
+        for position, (text, problem) in enumerate(parse_instructions(completion)):
+            keep, reason = (False, problem) if problem else check_instruction(text, self.filters)
             max_rouge = nearest = neighbours = mean = None
             if keep:
                 similar = self.index.find_similar(text)  # exact and fast; the pool includes this response's
                 if similar.nearest:
                     keep, reason = False, f"too_similar (ROUGE-L {similar.nearest.score:.3f})"
                     max_rouge, nearest = similar.nearest.score, similar.nearest.text
+                elif text in self.texts:  # unreachable below a threshold of 1; a copy must never enter the pool
+                    keep, reason, max_rouge, nearest = False, "duplicate", 1.0, text
                 else:  # the paper's record of the most similar instructions, for accepted ones
                     top = self.index.top_k(text, NEIGHBOURS)
                     neighbours = [(n.text, n.score) for n in top]
@@ -125,8 +159,24 @@ class Bootstrapper:
             if not keep:
                 self.rejected[reason.split(" (")[0]] += 1
             if keep:
+                accepted += 1
                 self.index.add(text)
+                self.texts.add(text)
                 self.machine.append(text)
+        self.barren = 0 if accepted else self.barren + 1
+
+    def check_barren(self) -> None:
+        limit = self.config.bootstrap.max_barren_requests
+        if self.barren >= limit:
+            reasons = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()) or "no candidate at all"
+            raise BarrenBootstrap(
+                f"bootstrap stopped: the last {self.barren} answered requests gave no accepted instruction "
+                f"({len(self.machine)} accepted of {self.candidates} candidates so far; rejected: {reasons}). Likely "
+                "causes: a backend or API that does not suit the prompt (a chat-only model behind --api completions, "
+                "a base model behind chat), or a model that ignores the numbered-list format. Look at the responses "
+                "(`selfinstruct report`), fix the cause and run the same command again, or raise "
+                "bootstrap.max_barren_requests."
+            )
 
     def progress(self) -> None:
         target = self.config.num_instructions
@@ -175,9 +225,9 @@ class Bootstrapper:
             pool_size = self.pool_size.pop(group)
             machine = self.machine[:pool_size] if self.engine.ordered else self.machine
             shown = sample_prompt_instructions(
-                rng, self.seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
+                rng, self.prompt_seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
             )
-            self.group_prompt[group] = (encode_prompt(shown), cfg.samples_per_prompt)
+            self.group_prompt[group] = (encode_prompt(shown, self.header), cfg.samples_per_prompt)
         prompt, left = self.group_prompt.pop(group)
         if left > 1:
             self.group_prompt[group] = (prompt, left - 1)
@@ -199,6 +249,7 @@ class Bootstrapper:
                 self.snapshots.append((len(self.machine), self.answered))
                 self.progress()
                 await self.engine.notify()
+            self.check_barren()
 
     async def _resend(self, request: Request) -> None:
         await self.engine.resend(request, self.judge)
@@ -209,8 +260,11 @@ class Bootstrapper:
         self.progress()
         # First the requests a killed run left in flight, or that failed: they are journaled and were meant to be
         # sent, so they are all sent again (even past the target), and none is left unanswered.
-        await run_all(self.engine, map(self._resend, self.store.unfinished_requests(STAGE)))
-        self.first = self.next = self.store.count_requests(STAGE)
+        unfinished = self.store.unfinished_requests(STAGE, include_rejected=self.engine.retry_failed)
+        await run_all(self.engine, map(self._resend, unfinished))
+        # New requests start a new prompt group: a group that a stopped run left part-sent keeps its one prompt.
+        spp = self.config.bootstrap.samples_per_prompt
+        self.first = self.next = -(-self.store.next_sample_index(STAGE) // spp) * spp
         self.initial = (len(self.machine), self.answered)
         await run_all(self.engine, (self._worker() for _ in range(self.engine.concurrency)))
 

@@ -20,6 +20,7 @@ from selfinstruct.store import Instruction, Store
 STAGE = "classify"
 RETRY_TEMPERATURE = 1.0
 _ANSWER = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+")
 
 
 def encode_prompt(prefix: str, instruction: str) -> str:
@@ -27,9 +28,14 @@ def encode_prompt(prefix: str, instruction: str) -> str:
 
 
 def parse_answer(text: str) -> str | None:
-    """'yes', 'no', or None when the answer is neither."""
+    """'yes' or 'no' when the answer starts with one of them and does not also say the other ("Yes/No" is
+    no answer); None otherwise. The paper's scripts took exactly "Yes" as yes and everything else as no."""
     match = _ANSWER.match(text)
-    return match.group(1).lower() if match else None
+    if not match:
+        return None
+    answer = match.group(1).lower()
+    other = "no" if answer == "yes" else "yes"
+    return None if other in _WORD.findall(text.lower()) else answer
 
 
 async def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:

@@ -107,7 +107,7 @@ CASES = [
     Case(
         "unknown config key",
         lambda t: ["run", "--out", f"{t}/run", "--config", seeds(t, "[bootstrap]\nthreshold = 0.5\n", "c.toml")],
-        "unknown key 'bootstrap.threshold'; known keys here: bootstrap.classification_seeds_only",
+        "unknown key 'bootstrap.threshold'; known keys here: bootstrap.chat_sampling",
     ),
     Case(
         "wrongly typed config key",

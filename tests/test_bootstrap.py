@@ -69,7 +69,7 @@ def test_an_exact_copy_never_enters_the_pool_even_at_threshold_one(tmp_path: Pat
 
 
 def test_a_model_that_never_gives_a_usable_instruction_stops_the_run(tmp_path: Path) -> None:
-    lm = FixedBootstrapLM(" Sure!\n10. Ok.")  # every item too short
+    lm = FixedBootstrapLM(" Go.\n10. Run fast.")  # every item too short
     with Run.open(tmp_path, {"num_instructions": 5, "bootstrap": {"max_barren_requests": 6}}, lm=lm) as run:
         with pytest.raises(BarrenBootstrap, match=r"the last \d+ answered requests gave no accepted instruction") as e:
             run.bootstrap()
@@ -84,7 +84,7 @@ def test_the_cli_reports_a_barren_bootstrap_as_one_clear_error(tmp_path: Path, m
     from selfinstruct import pipeline
     from selfinstruct.cli import cli
 
-    monkeypatch.setattr(pipeline, "create_backends", lambda lm, seed: [FixedBootstrapLM(" Ok.")])
+    monkeypatch.setattr(pipeline, "create_backends", lambda lm, seed: [FixedBootstrapLM(" Go now.")])
     config = tmp_path / "c.toml"
     config.write_text("[bootstrap]\nmax_barren_requests = 3\n")
     result = CliRunner().invoke(cli, ["bootstrap", "--out", str(tmp_path / "run"), "--config", str(config)])

@@ -177,8 +177,11 @@ def test_every_export_format_loads_the_same_examples(tmp_path: Path) -> None:
     # The paper's encoding (the default): records in the marked layout decode to their fields, the others (the
     # paper's other templates) are trained on exactly as written.
     kind, paper = read_data(export / "finetuning_data.jsonl")
-    decoded = {(e.instruction, e.input, e.output) for e in paper if e.prompt is None}
-    assert kind == "paper" and decoded and decoded <= {(e.instruction, e.input, e.output) for e in alpaca}
+    inputs = {(e.instruction, e.output): e.input for e in alpaca}
+    decoded = [e for e in paper if e.prompt is None]
+    assert kind == "paper" and decoded and all((e.instruction, e.output) in inputs for e in decoded)
+    # ...with the input as written, or loosened as the paper does half the time (a field name cut off, blank lines)
+    assert all(e.input.replace("\n", "") in inputs[e.instruction, e.output].replace("\n", "") for e in decoded)
     verbatim = [e for e in paper if e.prompt is not None]
     assert verbatim and training_rows(verbatim, "paper", None) == [
         {"prompt": e.prompt, "completion": e.completion} for e in verbatim

@@ -40,7 +40,11 @@ def test_pipeline_over_http(tmp_path: Path, endpoint: DevServer, monkeypatch: py
     assert len(run.store.accepted("machine")) >= 4
     headers, first = endpoint.received[0]
     assert first["temperature"] == 0.7 and first["top_p"] == 0.5 and first["presence_penalty"] == 2.0
-    assert first["max_tokens"] == 1024 and first["stop"] == ["\n\n", "\n16", "16.", "16 ."]
+    if api == "completions":
+        assert first["max_tokens"] == 1024 and first["stop"] == ["\n\n", "\n16", "16.", "16 ."]
+    else:  # chat-native prompts, answered in every chat shape of the dev server, without the stops
+        assert first["max_tokens"] == 1024 and "stop" not in first and first["messages"][0]["role"] == "system"
+        assert {i.classification for i in run.store.accepted("machine")} <= {"yes", "no"}
     assert all(h.get("authorization") == f"Bearer {SECRET}" for h, _ in endpoint.received)
     run.close()
     # The key is never written anywhere in the run directory.

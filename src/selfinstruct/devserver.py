@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from selfinstruct.chatshapes import chat_answer
+
 FAULTS = ("429", "429-retry-after", "500", "502", "503", "reset", "slow", "truncated", "empty", "invalid-json")
 
 # Unrelated syllable-words, so scripted instructions rarely overlap (ROUGE-L stays low).
@@ -85,6 +87,9 @@ class ServerConfig:
     max_concurrent: int = 0  # requests processed at once (like a server's batch size); 0: no limit
     # Tokens (words, here) a prompt plus max_tokens may hold; more gets OpenAI's HTTP 400 for it. 0: no limit.
     context_size: int = 0
+    # Chat requests of the stages' chat prompts are answered in these shapes (chatshapes.SHAPES), one drawn per
+    # request; empty: every shape of the stage.
+    chat_shapes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -140,7 +145,8 @@ class DevServer:
                 with server._lock:
                     server.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 # The completions API also takes a list of prompts (the paper's script sent 5 per call).
-                prompt = body["messages"][-1]["content"] if chat else body.get("prompt", "")
+                messages = body.get("messages") or []
+                prompt = "\n\n".join(m["content"] for m in messages) if chat else body.get("prompt", "")
                 prompts = prompt if isinstance(prompt, list) else [prompt]
                 context, wanted = server.config.context_size, int(body.get("max_tokens") or 16)
                 if context and (longest := max(len(one.split()) for one in prompts)) + wanted > context:
@@ -168,7 +174,15 @@ class DevServer:
                 choices: list[dict[str, Any]] = []
                 prompt_tokens = completion_tokens = 0
                 for index, one in enumerate(prompts):
-                    text, finish = scripted_completion(one, int(body.get("seed") or 0))
+                    seed = int(body.get("seed") or 0)
+                    answer = chat_answer(messages, seed, server.config.chat_shapes) if chat else None
+                    # A chat request that is not a stage's chat prompt (the paper's prompt as one user message)
+                    # gets the completion-shaped answer to that prompt.
+                    text, finish = (
+                        (answer, "stop")
+                        if answer is not None
+                        else scripted_completion(messages[-1]["content"] if chat else one, seed)
+                    )
                     if fault == "truncated":
                         text, finish = text[: len(text) // 2], "length"
                     elif fault == "empty":
@@ -266,6 +280,9 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=0, help="requests processed at once; 0: no limit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument(
+        "--chat-shapes", default="", help="chat answers only in these shapes (comma-separated); default: all"
+    )
+    parser.add_argument(
         "--context-size", type=int, default=0, help="words a prompt plus max_tokens may hold (HTTP 400 beyond); 0: any"
     )
     args = parser.parse_args()
@@ -281,6 +298,7 @@ def main() -> None:
         seed=args.seed,
         max_concurrent=args.max_concurrent,
         context_size=args.context_size,
+        chat_shapes=tuple(s for s in args.chat_shapes.split(",") if s),
     )
     server = DevServer(config, args.port)
     print(f"serving {server.base_url} (Ctrl-C to stop)", flush=True)

@@ -144,8 +144,11 @@ def _from_paper(row: dict[str, Any], where: str) -> Example:
     completion = _text(row, "completion", where).removesuffix(END_OF_TEXT)
     if not prompt.strip() or not completion.strip():
         raise InputError(f"{where}: an empty prompt or completion is not a fine-tuning example")
-    if prompt.endswith(OUTPUT_MARKER) and completion.startswith(" "):  # the fixed template: fields recovered
-        instruction, _, input_text = prompt.removesuffix(OUTPUT_MARKER).partition(INPUT_MARKER)
+    head = prompt.removesuffix(OUTPUT_MARKER)
+    # The fixed template: fields recovered. Without "Input:", a blank line would be ambiguous (the paper's
+    # "{instruction}\n\n{input}\n\nOutput:" looks the same), so such a prompt is kept as written.
+    if head != prompt and completion.startswith(" ") and (INPUT_MARKER in head or "\n\n" not in head):
+        instruction, _, input_text = head.partition(INPUT_MARKER)
         return _from_alpaca({"instruction": instruction, "input": input_text, "output": completion}, where)
     # Any other of the paper's templates: kept verbatim for training; for a chat format, the prompt is the user turn.
     return Example(prompt.strip(), "", completion.strip(), prompt, completion)

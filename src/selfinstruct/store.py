@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.lm import Completion
+from selfinstruct.lm import Completion, Message, Prompt, render_prompt
 from selfinstruct.seeds import SeedTask
 
 DB_NAME = "selfinstruct.sqlite"
@@ -82,6 +82,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX instances_instruction ON instances(instruction_id);
     """,
+    # 2: chat requests keep their messages (JSON); `prompt` then holds them as readable text
+    """
+    ALTER TABLE requests ADD COLUMN messages TEXT;
+    """,
 ]
 
 
@@ -111,6 +115,12 @@ class Request:
     completion_tokens: int | None
     error: str | None
     attempts: int
+    messages: list[Message] | None = None  # a chat request's messages
+
+    @property
+    def payload(self) -> Prompt:
+        """What was sent: the chat messages, or the prompt text."""
+        return self.messages if self.messages is not None else self.prompt
 
     def completion(self) -> Completion:
         return Completion(
@@ -231,6 +241,7 @@ class Store:
             row["completion_tokens"],
             row["error"],
             row["attempts"],
+            json.loads(row["messages"]) if row["messages"] else None,
         )
 
     def find_request(self, key: str) -> Request | None:
@@ -241,7 +252,7 @@ class Store:
         key: str,
         stage: str,
         model: str,
-        prompt: str,
+        prompt: Prompt,
         params: dict[str, Any],
         sample_index: int,
         instruction_id: int | None,
@@ -258,15 +269,16 @@ class Store:
                 )
                 return row["id"]
             cur = self._db.execute(
-                "INSERT INTO requests(key, stage, instruction_id, sample_index, model, prompt, params, status,"
-                " attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 1, ?)",
+                "INSERT INTO requests(key, stage, instruction_id, sample_index, model, prompt, messages, params,"
+                " status, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 1, ?)",
                 (
                     key,
                     stage,
                     instruction_id,
                     sample_index,
                     model,
-                    prompt,
+                    render_prompt(prompt),
+                    None if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
                     json.dumps(params, sort_keys=True),
                     time.time(),
                 ),
@@ -428,12 +440,14 @@ class Store:
     # --- instances ------------------------------------------------------------------------------
 
     def instance_responses(self) -> list[tuple[Instruction, Request]]:
-        """Each accepted machine instruction with its stored instance-generation response."""
+        """Each accepted machine instruction with its stored instance-generation responses (the first answer and,
+        in chat mode, its repair turn), in the order they were sent."""
         # One query: the request's columns plus the instruction's, under names that do not clash.
         rows = self._db.execute(
             "SELECT r.*, i.origin AS i_origin, i.text AS i_text, i.classification AS i_classification,"
             " i.seed_id AS i_seed_id FROM instructions i JOIN requests r ON r.instruction_id = i.id"
-            " WHERE i.origin = 'machine' AND i.verdict = 'accepted' AND r.stage = 'instances' AND r.status = 'ok'"
+            " WHERE i.origin = 'machine' AND i.verdict = 'accepted' AND r.stage IN ('instances', 'instances repair')"
+            " AND r.status = 'ok'"
             " ORDER BY i.id, r.id"
         ).fetchall()
         out = []

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import LM, BackendError, Completion
+from selfinstruct.lm import LM, BackendError, Completion, Prompt
 from selfinstruct.store import Request, Store
 
 OnResult = Callable[[int, Completion], None]
@@ -53,7 +53,7 @@ SET_ASIDE_SECONDS = 5.0  # first time; doubles each time, up to SET_ASIDE_MAX
 SET_ASIDE_MAX = 60.0
 
 
-def request_key(model: str, prompt: str, sampling: Sampling, sample_index: int) -> str:
+def request_key(model: str, prompt: Prompt, sampling: Sampling, sample_index: int) -> str:
     payload = json.dumps([model, prompt, dataclasses.asdict(sampling), sample_index], sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -342,7 +342,7 @@ class Engine:
     async def request(
         self,
         stage: str,
-        prompt: str | Callable[[], str],
+        prompt: Prompt | Callable[[], Prompt],
         sampling: Sampling,
         *,
         sample_index: int = 0,
@@ -403,7 +403,7 @@ class Engine:
         sampling = Sampling(**{k: (tuple(v) if k == "stop" else v) for k, v in request.params.items() if k != "seed"})
         return await self.request(
             request.stage,
-            request.prompt,
+            request.payload,
             sampling,
             sample_index=request.sample_index,
             instruction_id=request.instruction_id,
@@ -420,13 +420,14 @@ class Engine:
         return int(key[:8], 16)  # a per-request sampler seed: reproducible, yet different for every request
 
     async def _send(
-        self, request_id: int, key: str, prompt: str, sampling: Sampling, lease: _Lease | None
+        self, request_id: int, key: str, prompt: Prompt, sampling: Sampling, lease: _Lease | None
     ) -> tuple[Completion, float] | None:
         """Send until answered or out of retries: (completion, latency of the attempt that answered), not yet
         stored; None once recorded as failed."""
         attempt = 0
         shrunk = False
-        estimate = len(prompt) // 4 + sampling.max_tokens  # for the tokens-per-minute limit, before the answer
+        # For the tokens-per-minute limit, before the answer.
+        estimate = len(prompt if isinstance(prompt, str) else json.dumps(prompt)) // 4 + sampling.max_tokens
         last: Replica | None = None
         while True:
             if lease is None:

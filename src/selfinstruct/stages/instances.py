@@ -7,34 +7,81 @@ is unknown are treated as non-classification. The raw responses are stored; stag
 
 from __future__ import annotations
 
-from selfinstruct.config import Config
+from selfinstruct.config import Config, stage_sampling
+from selfinstruct.lm import Completion, Message
 from selfinstruct.lm.engine import Engine, run_all
-from selfinstruct.stages import Report, load_prompt, no_report
-from selfinstruct.store import Instruction, Store
+from selfinstruct.stages import (
+    Report,
+    chat_messages,
+    few_shot_examples,
+    load_chat_prompt,
+    load_prompt,
+    no_report,
+    repair_messages,
+)
+from selfinstruct.stages.prepare import parse_instances
+from selfinstruct.store import Instruction, Request, Store
 
 STAGE = "instances"
+REPAIR = "instances repair"
+
+
+TEMPLATES = {True: "instances_classification.txt", False: "instances_generation.txt"}
 
 
 def encode_prompt(prefix: str, instruction: str) -> str:
     return f"{prefix}Task: {instruction.strip()}\n"
 
 
+def encode_chat(instruction: str, classification: bool) -> list[Message]:
+    """The chat form: the same few-shot examples as user/assistant turns, then the task."""
+    prompt = load_chat_prompt(f"chat_{TEMPLATES[classification]}")
+    user = prompt["user"].format(instruction=instruction.strip())
+    return chat_messages(prompt, user, few_shot_examples(TEMPLATES[classification]))
+
+
+def usable(completion: Completion, classification: bool) -> bool:
+    """Whether an answer holds at least one instance that parses cleanly (stage 4 parses it for good)."""
+    return any(not problem for _, _, problem in parse_instances(completion, classification))
+
+
 async def generate_instances(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    prefixes = {
-        True: load_prompt("instances_classification.txt"),
-        False: load_prompt("instances_generation.txt"),
+    prefixes = {clf: load_prompt(name) for clf, name in TEMPLATES.items()}
+    sampling = stage_sampling(config, STAGE)
+    chat = config.lm.api == "chat"
+    answered: dict[int, list[Request]] = {}
+    for inst, request in store.instance_responses():
+        answered.setdefault(inst.id, []).append(request)
+    machine = [i for i in store.accepted("machine") if i.classification is not None]
+    todo = [i for i in machine if i.id not in answered]
+    # Chat answers that parsed to nothing and never got their repair turn (the run stopped in between).
+    repairs = {
+        i.id: requests[-1]
+        for i in machine
+        if chat
+        and (requests := answered.get(i.id))
+        and all(r.stage == STAGE for r in requests)
+        and not usable(requests[-1].completion(), i.classification == "yes")
     }
-    done = {inst.id for inst, _ in store.instance_responses()}
-    todo = [i for i in store.accepted("machine") if i.id not in done and i.classification is not None]
+    todo += [i for i in machine if i.id in repairs]
     # Grouped by template, so a backend can reuse the cached few-shot prefix from one request to the next.
     todo.sort(key=lambda i: (i.classification != "yes", i.id))
     finished = failed = 0
 
     async def one(instruction: Instruction) -> None:
         nonlocal finished, failed
-        prompt = encode_prompt(prefixes[instruction.classification == "yes"], instruction.text)
-        if await engine.request(STAGE, prompt, config.instances.sampling, instruction_id=instruction.id) is None:
-            failed += 1
+        clf = instruction.classification == "yes"
+        prompt = encode_chat(instruction.text, clf) if chat else encode_prompt(prefixes[clf], instruction.text)
+        answer = repairs[instruction.id].text if instruction.id in repairs else None
+        if answer is None:
+            completion = await engine.request(STAGE, prompt, sampling, instruction_id=instruction.id)
+            if completion is not None and chat and not usable(completion, clf):
+                answer = completion.text
+            failed += completion is None
+        if answer is not None and isinstance(prompt, list):  # the repair turn
+            chat_prompt = load_chat_prompt(f"chat_{TEMPLATES[clf]}")
+            repair = repair_messages(prompt, answer, chat_prompt)
+            failed += await engine.request(REPAIR, repair, sampling, instruction_id=instruction.id) is None
         finished += 1
         report(finished, len(todo), f"failed {failed}")
 

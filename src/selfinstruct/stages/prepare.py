@@ -20,6 +20,7 @@ from collections import defaultdict
 from selfinstruct.config import Config
 from selfinstruct.filters import check_instance
 from selfinstruct.lm import Completion
+from selfinstruct.parsing import normalise_instances
 from selfinstruct.stages import Report, no_report
 from selfinstruct.store import Store
 
@@ -103,7 +104,8 @@ def _example_blocks(text: str) -> list[tuple[str, bool]]:
 
 
 def parse_instances(completion: Completion, classification: bool) -> list[Parsed]:
-    text = completion.text
+    # Either API: a chat model's markdown, preamble and closing remarks become the plain few-shot layout first.
+    text = normalise_instances(completion.text, classification)
     if classification:
         blocks = _LABEL.split(text)
         head, blocks = blocks[0], blocks[1:]

@@ -1,0 +1,216 @@
+"""Reading model answers whatever their shape: the few-shot plain text of a completion model, or the preambles,
+markdown, bullets, headings, reasoning blocks and closing remarks of a chat model. One reader for both APIs.
+
+- `strip_reasoning` drops `<think>…</think>` blocks.
+- `list_items` reads the tasks of a bootstrap answer in chat form (numbered, bulleted, "Task 9:" headings,
+  "9. **Title:** text", one per line), without its preamble and closing remark.
+- `verdict` reads a yes/no classification answer: the first standalone verdict.
+- `normalise_instances` rewrites an instance answer into the plain marker layout that stages/prepare.py parses
+  (`**Input:**`, `- Output:`, `### Example 1`, `Label:` become `Input:`, `Output:`, `Example 1`, `Class label:`),
+  without preambles, a restated "Task:" line or closing remarks.
+"""
+
+from __future__ import annotations
+
+import re
+
+_THINK = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|\Z)", re.IGNORECASE | re.DOTALL)
+_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
+_DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?")
+# Chatter: what a chat model says around the data. Lines, once their markdown is gone, that start like this.
+_CHATTER = re.compile(
+    r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
+    r"here (?:are|is)|below (?:are|is)|the following (?:are|is)|these (?:are|tasks|examples|new)|"
+    r"i (?:hope|have|'ve)|i've|hope (?:this|these|that)|let me know|feel free|enjoy|note that|"
+    r"each (?:of these|task|example)|this (?:list|set) )\b",
+    re.IGNORECASE,
+)
+# A header line that names the list: "New tasks:", "**Examples:**".
+_LIST_HEADER = re.compile(r"^(?:\w+[ \t]+){0,4}(?:tasks?|instructions?|examples?|ideas?)[ \t]*:$", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> str:
+    """The answer without its reasoning blocks (an unclosed one, cut off by max_tokens, runs to the end)."""
+    return _THINK.sub("", text)
+
+
+def plain(text: str) -> str:
+    """Markdown emphasis removed: **bold**, __bold__, *italic* (not the * of a product or a bullet)."""
+    previous = None
+    while previous != text:
+        previous, text = text, _EMPHASIS.sub(lambda m: m.group(2) or m.group(3), text)
+    return text
+
+
+def is_chatter(line: str) -> bool:
+    """A preamble, a list header or a closing remark, not data."""
+    core = plain(_DECORATION.sub("", line)).strip().strip("*_").strip()
+    return bool(_CHATTER.match(core) or _LIST_HEADER.match(core))
+
+
+# --- bootstrap: the list of new tasks ---------------------------------------------------------------------------
+
+_NUMBERED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?\(?\d{1,3}[.)][ \t]+(.*)$")
+_BULLET = re.compile(r"^[ \t]*[-*+•][ \t]+(.*)$")
+_TASK_HEADING = re.compile(
+    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction)[ \t]*#?[ \t]*\d+[ \t]*[:.)-]?"
+    r"[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*(.*)$",
+    re.IGNORECASE,
+)
+_BOLD_TITLE = re.compile(r"^(?:\*\*|__)([^*_\n]{1,80}?)[ \t]*:?[ \t]*(?:\*\*|__)[ \t]*[:-]?[ \t]+(\S.*)$")
+
+
+def _item_start(line: str) -> str | None:
+    """The text after a list marker, when the line starts an item."""
+    for pattern in (_TASK_HEADING, _NUMBERED, _BULLET):
+        if match := pattern.match(line):
+            return match.group(1)
+    return None
+
+
+def _clean_item(text: str) -> str:
+    title = _BOLD_TITLE.match(text.strip())
+    if title:  # "**Poem:** Write a poem about rain." -> the task, not its title
+        text = title.group(2)
+    text = plain(text).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'“”" or (text[:1], text[-1:]) == ("“", "”"):
+        text = text[1:-1].strip()
+    return text
+
+
+def list_items(text: str) -> list[str]:
+    """The tasks of a chat answer, in order. Items are lines that start with a number, a bullet or a "Task N:"
+    heading (with the lines that continue them); an answer without such lines has one task per line. Preambles,
+    list headers and closing remarks are left out."""
+    lines = [line for line in strip_reasoning(text).splitlines() if not line.strip().startswith("```")]
+    if not any(_item_start(line) is not None for line in lines):
+        return [item for line in lines if (item := _clean_item(line)) and not is_chatter(line)]
+    items: list[str] = []
+    current: list[str] | None = None
+    blank = False
+    for line in lines:
+        start = _item_start(line)
+        if start is not None:
+            if current is not None:
+                items.append(" ".join(current))
+            current, blank = ([start] if start.strip() else []), False
+        elif not line.strip():
+            blank = True
+        elif current is not None and (not blank or not current) and not is_chatter(line):
+            current.append(line.strip())  # a continuation, or the text under a "Task 9:" heading
+            blank = False
+        else:  # text after a blank line that is not an item: a closing remark; or a preamble
+            if current is not None:
+                items.append(" ".join(current))
+            current = None
+    if current is not None:
+        items.append(" ".join(current))
+    return [item for raw in items if (item := _clean_item(raw)) and not is_chatter(raw)]
+
+
+# --- classify: yes or no ----------------------------------------------------------------------------------------
+
+_VERDICTS = [
+    (
+        re.compile(r"\b(?:not|n't|never)\s+(?:be\s+)?(?:regarded\s+as\s+|considered\s+)?(?:a|an)?\s*classification\b"),
+        "no",
+    ),
+    (re.compile(r"\bnon-?classification\b"), "no"),
+    (re.compile(r"\b(?:is|be|as)\s+(?:a|an)\s+classification\b"), "yes"),
+    (re.compile(r"\byes\b"), "yes"),
+    (re.compile(r"\bno\b"), "no"),
+]
+
+
+def verdict(text: str) -> str | None:
+    """'yes' or 'no': the first verdict the answer states ("Yes", "**Answer:** No", "This is not a classification
+    task.", "Based on the examples, yes."); None when there is none, or when it opens with both ("Yes/No")."""
+    answer = plain(strip_reasoning(text)).lower()
+    found = sorted((m.start(), label) for pattern, label in _VERDICTS for m in pattern.finditer(answer))
+    if not found:
+        return None
+    first_at, first = found[0]
+    other = next(((at, label) for at, label in found if label != first), None)
+    if other is not None and other[0] - first_at <= 8:  # "yes/no", "yes or no": no answer
+        return None
+    return first
+
+
+# --- instances: back to the plain marker layout -----------------------------------------------------------------
+
+_FIELD = re.compile(
+    r"^(?:\d{1,2}[.)][ \t]+)?(?:\*\*|__|\*)?[ \t]*(?P<name>input|output|class[ \t]+label|label)(?P<number>[ \t]*\d*)"
+    # The emphasis that closes a marker ("**Input:**") follows the colon at once; "Input: **x**" is a bold value.
+    r"[ \t]*(?:\*\*|__|\*)?[ \t]*:(?:\*\*|__|\*)?[ \t]*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+_EXAMPLE = re.compile(
+    r"^(?P<head>(?:\*\*|__|\*)?[ \t]*example[ \t]*#?[ \t]*(?P<number>\d*)[ \t]*[:.)]?[ \t]*(?:\*\*|__|\*)?[ \t]*[:.)]?)"
+    r"[ \t]*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+_TASK_LINE = re.compile(r"^(?:\*\*|__)?task[ \t]*(?:\*\*|__)?[ \t]*:", re.IGNORECASE)
+_WRAPPED = re.compile(r"^(\*\*|__|`)(.+)\1$")
+_FIELD_NAMES = {"input": "Input", "output": "Output", "label": "Class label", "class label": "Class label"}
+
+
+def _marker_line(line: str, classification: bool) -> str | None:
+    """The line in plain marker form when it is a (decorated) marker line, else None."""
+    core = _DECORATION.sub("", line)
+    if example := _EXAMPLE.match(core):
+        rest = example.group("rest")
+        # "Example 2", "**Example 2:**", "Example 2: Input: ..." are headings; "Example 3 of these" is content.
+        if rest.strip() and not re.search(r"[:.)]", example.group("head")) and not _FIELD.match(rest):
+            return None
+        if not example.group("number") and rest.strip() and not re.search(r"[:.]", example.group("head")):
+            return None
+        heading = f"Example {example.group('number')}".rstrip()
+        return f"{heading}: {rest.strip()}" if rest.strip() else heading
+    field = _FIELD.match(core)
+    if field is None:
+        return None
+    name = " ".join(field.group("name").lower().split())
+    if name == "label" and not classification:
+        return None
+    rest = field.group("rest").strip()
+    if wrapped := _WRAPPED.match(rest):
+        rest = wrapped.group(2).strip()
+    number = field.group("number").strip()
+    return f"{_FIELD_NAMES[name]}{' ' + number if number else ''}: {rest}".rstrip()
+
+
+def _drop_trailing_chatter(lines: list[str]) -> None:
+    """Remove the paragraphs of chatter at the end of `lines` ("I hope these help!", "Here is another one:")."""
+    while True:
+        end = len(lines)
+        while end and not lines[end - 1].strip():
+            end -= 1
+        start = end
+        while start and lines[start - 1].strip():
+            start -= 1
+        if start == 0 or end == 0 or not all(is_chatter(line) for line in lines[start:end]):
+            return
+        del lines[start:]
+
+
+def normalise_instances(text: str, classification: bool) -> str:
+    """An instance answer in the plain layout of the few-shot prompts. A completion model's answer in that layout
+    comes out unchanged; a chat model's loses its reasoning, preamble, restated task, markdown around the markers
+    and closing remarks."""
+    lines = strip_reasoning(text).splitlines()
+    if lines and lines[0].strip().startswith("```") and lines[-1].strip() == "```":  # the whole answer fenced
+        lines = lines[1:-1]
+    out: list[str] = []
+    seen_marker = False
+    for line in lines:
+        marker = _marker_line(line, classification)
+        if marker is not None:
+            _drop_trailing_chatter(out)  # "Here is another example:" between two instances
+            out.append(marker)
+            seen_marker = True
+        elif not seen_marker and (is_chatter(line) or _TASK_LINE.match(_DECORATION.sub("", line))):
+            continue  # a preamble, or the task restated, before the first instance
+        else:
+            out.append(line)
+    _drop_trailing_chatter(out)
+    return "\n".join(out).strip("\n")

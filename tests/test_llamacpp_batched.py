@@ -210,3 +210,42 @@ def test_a_crash_in_the_worker_fails_every_request() -> None:
     assert not lm._thread.is_alive()
     with pytest.raises(BackendError, match="boom"):
         asyncio.run(lm.complete(STORY, GREEDY, 1))
+
+
+# --- chat ---------------------------------------------------------------------------------------------------------
+
+
+def test_chat_messages_go_through_the_ggufs_chat_template(lm: LlamaCppLM) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a color."}]
+    rendered = lm.apply_chat_template(messages)
+    # SmolLM2's template is ChatML: each turn in <|im_start|>role ... <|im_end|>, then the assistant's turn opened.
+    assert rendered == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    (answer,) = run_all(lm, (messages, Sampling(max_tokens=16)))
+    assert answer.text.strip() and "<|im_start|>" not in answer.text
+    assert answer.prompt_tokens < len(rendered) // 2  # the special tokens were read as tokens, not as text
+
+
+def test_structured_output_follows_the_schema(lm: LlamaCppLM) -> None:
+    """A grammar built from each stage's JSON schema: every answer parses, sampled or greedy."""
+    import json
+
+    from selfinstruct.stages.bootstrap import SCHEMA as TASKS
+    from selfinstruct.stages.classify import SCHEMA as VERDICT
+    from selfinstruct.stages.instances import SCHEMAS
+
+    requests = []
+    for schema, question in [
+        (TASKS, "Write three short tasks for an assistant."),
+        (VERDICT, "Is sorting words into nouns and verbs a classification task?"),
+        (SCHEMAS[False], "Give two examples of translating English to French."),
+        (SCHEMAS[True], "Give examples of positive and negative movie reviews."),
+    ]:
+        for temperature in (0.0, 0.7):
+            sampling = Sampling(temperature=temperature, top_p=0.9, max_tokens=200, json_schema=schema)
+            requests.append(([{"role": "user", "content": question}], sampling))
+    for (_, sampling), answer in zip(requests, run_all(lm, *requests), strict=True):
+        assert answer.finish_reason == "stop", answer.text  # closed by the grammar, not cut off
+        data = json.loads(answer.text)
+        assert set(data) == set(json.loads(sampling.json_schema)["required"])

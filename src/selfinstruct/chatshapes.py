@@ -10,6 +10,7 @@ benchmark can tell what share of each shape the parsers recovered.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,3 +205,16 @@ def chat_answer(messages: list[Message], seed: int, shapes: tuple[str, ...] = ()
     rng = _rng(plan.shape + messages[-1]["content"], seed)
     render = SHAPES[plan.stage][plan.shape]
     return render(plan.items[0] if plan.stage == "classify" else list(plan.items), rng)
+
+
+def json_answer(messages: list[Message], seed: int) -> str | None:
+    """The scripted model's structured answer (response_format with a JSON schema): the intended items as JSON."""
+    plan = intended(messages, seed)
+    if plan is None:
+        return None
+    if plan.stage == "bootstrap":
+        return json.dumps({"tasks": list(plan.items)})
+    if plan.stage == "classify":
+        return json.dumps({"answer": plan.items[0].title()})
+    fields = ("label", "input") if plan.stage == "instances_classification" else ("input", "output")
+    return json.dumps({"examples": [dict(zip(fields, pair, strict=True)) for pair in plan.items]})

@@ -39,6 +39,8 @@ class Sampling:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     stop: tuple[str, ...] = ()
+    # A JSON schema (as JSON text) the answer must follow: set by a stage under lm.structured, not in the config file.
+    json_schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class LMConfig:
     # completions: the paper's few-shot text prompts, continued; chat: chat-native prompts (a system message, the
     # few-shot examples as turns) through the endpoint's chat API or the model's chat template (every backend).
     api: str = "completions"
+    # Structured output under lm.api = "chat": auto (a JSON schema per stage where the backend supports it:
+    # response_format at OpenAI-compatible endpoints, a grammar in the embedded backend; an endpoint that refuses
+    # it is detected once and answered in text) | json_schema (always; a refusal is an error) | off.
+    structured: str = "off"
     # llamacpp: convert the GGUF's weights before loading (once, kept in ~/.cache/selfinstruct): auto | original |
     # q8_0 | f16 | bf16. auto: the embedded Q4_1 file becomes Q8_0 (2x faster here, as accurate); a file given in
     # lm.model is used as it is.
@@ -173,6 +179,18 @@ class Config:
                 "lm.max_cost and lm.max_tokens_total must be positive",
             ),
             (self.lm.api in ("completions", "chat"), "lm.api must be 'completions' or 'chat'"),
+            (
+                self.lm.structured in ("auto", "json_schema", "off"),
+                "lm.structured must be 'auto', 'json_schema' or 'off'",
+            ),
+            (
+                self.lm.structured != "json_schema" or self.lm.api == "chat",
+                "lm.structured = 'json_schema' needs lm.api = 'chat' (--api chat)",
+            ),
+            (
+                self.lm.structured != "json_schema" or self.lm.backend != "transformers",
+                "lm.structured = 'json_schema' is not supported by the transformers backend; use 'auto' or 'off'",
+            ),
             (self.lm.weights in WEIGHTS, f"lm.weights must be one of {', '.join(WEIGHTS)}"),
             (self.bootstrap.tokenizer in ("rouge", "unicode"), "bootstrap.tokenizer must be 'rouge' or 'unicode'"),
             (self.lm.context_size >= 512, "lm.context_size must be at least 512"),
@@ -331,7 +349,24 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def stage_sampling(config: Config, stage: str) -> Sampling:
-    """The sampling a stage sends: its `sampling`, or its `chat_sampling` under lm.api = "chat"."""
+def stage_sampling(config: Config, stage: str, schema: str | None = None) -> Sampling:
+    """The sampling a stage sends: its `sampling`, or under lm.api = "chat" its `chat_sampling`, with the stage's
+    JSON schema when lm.structured asks for structured output."""
     section = getattr(config, stage)
-    return section.chat_sampling if config.lm.api == "chat" else section.sampling
+    if config.lm.api != "chat":
+        return section.sampling
+    if schema and config.lm.structured != "off":
+        return dataclasses.replace(section.chat_sampling, json_schema=schema)
+    return section.chat_sampling
+
+
+def object_schema(**properties: dict[str, Any]) -> str:
+    """A JSON schema, as text, for an object with exactly these properties, all required (as OpenAI's strict
+    structured output wants)."""
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    return json.dumps(schema, sort_keys=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from selfinstruct.chatshapes import chat_answer
+from selfinstruct.chatshapes import chat_answer, json_answer
 
 FAULTS = ("429", "429-retry-after", "500", "502", "503", "reset", "slow", "truncated", "empty", "invalid-json")
 
@@ -90,6 +90,11 @@ class ServerConfig:
     # Chat requests of the stages' chat prompts are answered in these shapes (chatshapes.SHAPES), one drawn per
     # request; empty: every shape of the stage.
     chat_shapes: tuple[str, ...] = ()
+    # Refuse as some servers do (HTTP 400): chat requests with a system message; max_tokens (OpenAI's reasoning
+    # models want max_completion_tokens); response_format (no structured output).
+    refuse_system: bool = False
+    refuse_max_tokens: bool = False
+    refuse_response_format: bool = False
 
 
 @dataclass
@@ -148,7 +153,8 @@ class DevServer:
                 messages = body.get("messages") or []
                 prompt = "\n\n".join(m["content"] for m in messages) if chat else body.get("prompt", "")
                 prompts = prompt if isinstance(prompt, list) else [prompt]
-                context, wanted = server.config.context_size, int(body.get("max_tokens") or 16)
+                wanted = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+                context = server.config.context_size
                 if context and (longest := max(len(one.split()) for one in prompts)) + wanted > context:
                     server._count("context")
                     message = (
@@ -157,6 +163,20 @@ class DevServer:
                         "Please reduce your prompt; or completion length."
                     )
                     self._json(400, {"error": {"message": message, "code": "context_length_exceeded"}})
+                    return
+                refusal = (
+                    "System role not supported"
+                    if server.config.refuse_system and any(m.get("role") == "system" for m in messages)
+                    else "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                    "'max_completion_tokens' instead."
+                    if server.config.refuse_max_tokens and "max_tokens" in body
+                    else "response_format is not supported by this server"
+                    if server.config.refuse_response_format and "response_format" in body
+                    else None
+                )
+                if refusal:
+                    server._count("refused")
+                    self._json(400, {"error": {"message": refusal}})
                     return
                 fault = server._draw_fault()
                 server._count(fault or "ok")
@@ -175,7 +195,11 @@ class DevServer:
                 prompt_tokens = completion_tokens = 0
                 for index, one in enumerate(prompts):
                     seed = int(body.get("seed") or 0)
-                    answer = chat_answer(messages, seed, server.config.chat_shapes) if chat else None
+                    answer = None
+                    if chat and body.get("response_format"):
+                        answer = json_answer(messages, seed)
+                    elif chat:
+                        answer = chat_answer(messages, seed, server.config.chat_shapes)
                     # A chat request that is not a stage's chat prompt (the paper's prompt as one user message)
                     # gets the completion-shaped answer to that prompt.
                     text, finish = (

@@ -12,21 +12,40 @@ markdown, bullets, headings, reasoning blocks and closing remarks of a chat mode
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 _THINK = re.compile(r"<think(?:ing)?>.*?(?:</think(?:ing)?>|\Z)", re.IGNORECASE | re.DOTALL)
-_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
+_EMPHASIS = re.compile(
+    r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<![\w_])_(?![\s_])(.+?)(?<![\s_])_(?![\w_])"
+)
+_RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")  # a markdown horizontal rule
 _DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?")
 # Chatter: what a chat model says around the data. Lines, once their markdown is gone, that start like this.
 _CHATTER = re.compile(
     r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
     r"here (?:are|is)|below (?:are|is)|the following (?:are|is)|these (?:are|tasks|examples|new)|"
     r"i (?:hope|have|'ve)|i've|hope (?:this|these|that)|let me know|feel free|enjoy|note that|"
-    r"each (?:of these|task|example)|this (?:list|set) )\b",
+    r"each (?:of these|task|example)|this (?:list|set) |i(?:'m| am) sorry|sorry|i can(?:not|'t)|as an ai)\b",
     re.IGNORECASE,
 )
 # A header line that names the list: "New tasks:", "**Examples:**".
 _LIST_HEADER = re.compile(r"^(?:\w+[ \t]+){0,4}(?:tasks?|instructions?|examples?|ideas?)[ \t]*:$", re.IGNORECASE)
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a structured-output answer holds (possibly in a ``` fence), or None."""
+    body = strip_reasoning(text).strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    if not body.startswith("{"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def strip_reasoning(text: str) -> str:
@@ -38,7 +57,7 @@ def plain(text: str) -> str:
     """Markdown emphasis removed: **bold**, __bold__, *italic* (not the * of a product or a bullet)."""
     previous = None
     while previous != text:
-        previous, text = text, _EMPHASIS.sub(lambda m: m.group(2) or m.group(3), text)
+        previous, text = text, _EMPHASIS.sub(lambda m: m.group(2) or m.group(3) or m.group(4), text)
     return text
 
 
@@ -50,7 +69,8 @@ def is_chatter(line: str) -> bool:
 
 # --- bootstrap: the list of new tasks ---------------------------------------------------------------------------
 
-_NUMBERED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?\(?\d{1,3}[.)][ \t]+(.*)$")
+# "1. ", "1) ", "(1) ", and "1.Write" (small models leave out the space; "3.5 cups" is no item).
+_NUMBERED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?\d{1,3}[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))(.*)$")
 _BULLET = re.compile(r"^[ \t]*[-*+•][ \t]+(.*)$")
 _TASK_HEADING = re.compile(
     r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction)[ \t]*#?[ \t]*\d+[ \t]*[:.)-]?"
@@ -61,8 +81,16 @@ _BOLD_TITLE = re.compile(r"^(?:\*\*|__)([^*_\n]{1,80}?)[ \t]*:?[ \t]*(?:\*\*|__)
 
 
 def _item_start(line: str) -> str | None:
-    """The text after a list marker, when the line starts an item."""
-    for pattern in (_TASK_HEADING, _NUMBERED, _BULLET):
+    """The text after a list marker, when the line starts an item. A heading's short title ("**Task 1: Recipe
+    Scaling**", "### Task 2: Email Reply") is no task: the task is on the next line."""
+    if match := _TASK_HEADING.match(line):
+        rest = match.group(1).strip()
+        title = rest.removesuffix("**").removesuffix("__").strip()
+        headed = line.lstrip().startswith("#") or rest != title
+        if headed and len(title.split()) <= 5 and not title.endswith((".", "?", "!")):
+            return ""
+        return rest
+    for pattern in (_NUMBERED, _BULLET):
         if match := pattern.match(line):
             return match.group(1)
     return None
@@ -81,7 +109,10 @@ def _clean_item(text: str) -> str:
 def list_items(text: str) -> list[str]:
     """The tasks of a chat answer, in order. Items are lines that start with a number, a bullet or a "Task N:"
     heading (with the lines that continue them); an answer without such lines has one task per line. Preambles,
-    list headers and closing remarks are left out."""
+    list headers and closing remarks are left out. A structured answer ({"tasks": [...]}) is read as such."""
+    data = json_object(text)
+    if data is not None and isinstance(data.get("tasks"), list):
+        return [item for task in data["tasks"] if (item := _clean_item(str(task)))]
     lines = [line for line in strip_reasoning(text).splitlines() if not line.strip().startswith("```")]
     if not any(_item_start(line) is not None for line in lines):
         return [item for line in lines if (item := _clean_item(line)) and not is_chatter(line)]
@@ -112,11 +143,13 @@ def list_items(text: str) -> list[str]:
 
 _VERDICTS = [
     (
-        re.compile(r"\b(?:not|n't|never)\s+(?:be\s+)?(?:regarded\s+as\s+|considered\s+)?(?:a|an)?\s*classification\b"),
+        re.compile(
+            r"(?:\bnot|n't|\bnever)\s+(?:be\s+)?(?:regarded\s+as\s+|considered\s+)?(?:a|an)?\s*classification\b"
+        ),
         "no",
     ),
     (re.compile(r"\bnon-?classification\b"), "no"),
-    (re.compile(r"\b(?:is|be|as)\s+(?:a|an)\s+classification\b"), "yes"),
+    (re.compile(r"(?:\b(?:is|be|as)|'s)\s+(?:a|an)\s+classification\b"), "yes"),
     (re.compile(r"\byes\b"), "yes"),
     (re.compile(r"\bno\b"), "no"),
 ]
@@ -125,6 +158,9 @@ _VERDICTS = [
 def verdict(text: str) -> str | None:
     """'yes' or 'no': the first verdict the answer states ("Yes", "**Answer:** No", "This is not a classification
     task.", "Based on the examples, yes."); None when there is none, or when it opens with both ("Yes/No")."""
+    data = json_object(text)
+    if data is not None and "answer" in data:  # a structured answer: {"answer": "Yes"}
+        text = str(data["answer"])
     answer = plain(strip_reasoning(text)).lower()
     found = sorted((m.start(), label) for pattern, label in _VERDICTS for m in pattern.finditer(answer))
     if not found:
@@ -193,10 +229,23 @@ def _drop_trailing_chatter(lines: list[str]) -> None:
         del lines[start:]
 
 
+def _example_lines(number: int, example: Any, classification: bool) -> str:
+    if not isinstance(example, dict):
+        return ""
+    values = {k: " ".join(str(v).split("\n")) if k == "label" else str(v) for k, v in example.items()}
+    given = f"\nInput: {values['input']}" if values.get("input", "").strip() else ""
+    if classification:
+        return f"Class label: {values.get('label', '')}{given}"
+    return f"Example {number}{given}\nOutput: {values.get('output', '')}"
+
+
 def normalise_instances(text: str, classification: bool) -> str:
     """An instance answer in the plain layout of the few-shot prompts. A completion model's answer in that layout
     comes out unchanged; a chat model's loses its reasoning, preamble, restated task, markdown around the markers
-    and closing remarks."""
+    and closing remarks. A structured answer ({"examples": [...]}) is written out in that layout."""
+    data = json_object(text)
+    if data is not None and isinstance(data.get("examples"), list):
+        return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(data["examples"], 1))
     lines = strip_reasoning(text).splitlines()
     if lines and lines[0].strip().startswith("```") and lines[-1].strip() == "```":  # the whole answer fenced
         lines = lines[1:-1]
@@ -210,6 +259,8 @@ def normalise_instances(text: str, classification: bool) -> str:
             seen_marker = True
         elif not seen_marker and (is_chatter(line) or _TASK_LINE.match(_DECORATION.sub("", line))):
             continue  # a preamble, or the task restated, before the first instance
+        elif _RULE.match(line):
+            continue  # a markdown rule between two instances
         else:
             out.append(line)
     _drop_trailing_chatter(out)

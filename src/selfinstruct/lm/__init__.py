@@ -105,6 +105,7 @@ def create_backends(lm: LMConfig, seed: int) -> list[LM]:
                 seed=seed,
                 parallel=lm.parallel,
                 weights=lm.weights,
+                structured=lm.structured != "off",
             )
         ]
     if lm.backend == "transformers":
@@ -115,5 +116,7 @@ def create_backends(lm: LMConfig, seed: int) -> list[LM]:
         from selfinstruct.lm.openai import OpenAILM
 
         urls = list(lm.base_url) or [None]
-        return [OpenAILM(lm.model, base_url=url, api=lm.api, timeout=lm.timeout) for url in urls]
+        return [
+            OpenAILM(lm.model, base_url=url, api=lm.api, timeout=lm.timeout, structured=lm.structured) for url in urls
+        ]
     raise ValueError(f"unknown backend {lm.backend!r}")

@@ -53,8 +53,17 @@ SET_ASIDE_SECONDS = 5.0  # first time; doubles each time, up to SET_ASIDE_MAX
 SET_ASIDE_MAX = 60.0
 
 
+def sampling_params(sampling: Sampling) -> dict[str, Any]:
+    """A request's sampling parameters as stored and hashed; fields added later appear only when set, so the
+    keys of requests made before them stay the same."""
+    params = dataclasses.asdict(sampling)
+    if params["json_schema"] is None:
+        del params["json_schema"]
+    return params
+
+
 def request_key(model: str, prompt: Prompt, sampling: Sampling, sample_index: int) -> str:
-    payload = json.dumps([model, prompt, dataclasses.asdict(sampling), sample_index], sort_keys=True)
+    payload = json.dumps([model, prompt, sampling_params(sampling), sample_index], sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -376,7 +385,7 @@ class Engine:
                 return completion
             if lease is None:
                 self._check_budget()  # before journaling: a request stopped by the budget leaves no trace
-            params = {**dataclasses.asdict(sampling), "seed": self._seed(key)}
+            params = {**sampling_params(sampling), "seed": self._seed(key)}
             request_id = await self.journal.write(
                 functools.partial(
                     self.store.begin_request, key, stage, self.model_id, prompt, params, sample_index, instruction_id

@@ -21,6 +21,7 @@ import ctypes
 import importlib.metadata
 import io
 import itertools
+import json
 import os
 import tempfile
 import threading
@@ -120,6 +121,29 @@ def prepared_weights(path: Path, weights: str, threads: int = 2) -> Path:
     return target
 
 
+# Structured output: the characters a token stands for, at the least, in the JSON a small model writes (English
+# text runs at about 4); lengths in a grammar are bounded with it so that a whole answer fits in max_tokens.
+CHARS_PER_TOKEN = 2
+ITEMS = {"string": 8, "object": 5}  # at most this many items in an array of strings, of objects
+
+
+def _bounded(schema: dict, chars: int) -> dict:
+    """The schema with maxItems on arrays and maxLength on free strings, shared out of a budget of characters."""
+    schema = dict(schema)
+    kind = schema.get("type")
+    if kind == "string" and "enum" not in schema:
+        schema.setdefault("maxLength", max(16, chars - 8))
+    elif kind == "array":
+        items = schema.get("items", {})
+        count = schema.setdefault("maxItems", ITEMS.get(items.get("type"), 5))
+        schema["items"] = _bounded(items, chars // count - 8)
+    elif kind == "object":
+        properties = schema.get("properties", {})
+        share = chars // max(1, len(properties)) - 16
+        schema["properties"] = {name: _bounded(p, share) for name, p in properties.items()}
+    return schema
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix of two token lists (binary search on C-speed slice compares)."""
     lo, hi = 0, min(len(a), len(b))
@@ -157,6 +181,7 @@ class _Stream:
     next_token: int | None = None  # sampled, to be decoded by the next llama_decode call
     generated: int = 0
     text: str = ""
+    grammar: int | None = None  # a llama.cpp grammar sampler: the answer follows the request's JSON schema
 
 
 @dataclass(eq=False)
@@ -180,7 +205,14 @@ class _Worker:
     """Owns the llama.cpp model, context and batch; every llama.cpp call after loading happens in its thread."""
 
     def __init__(
-        self, path: Path, context_size: int, threads: int, parallel: int, reuse_prefix: bool, quiet: bool
+        self,
+        path: Path,
+        context_size: int,
+        threads: int,
+        parallel: int,
+        reuse_prefix: bool,
+        quiet: bool,
+        structured: bool = True,
     ) -> None:
         import llama_cpp.llama_cpp as ll
 
@@ -214,6 +246,11 @@ class _Worker:
         self.chat_template: bytes | None = ll.llama_model_chat_template(self.model, None)
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        # Structured output: grammars by JSON schema, and one candidate buffer for llama.cpp's grammar sampler.
+        self.structured = structured
+        self.grammars: dict[tuple[str, int], bytes] = {}
+        self.token_ids = np.arange(self.n_vocab, dtype=np.int32)
+        self.candidates = np.zeros(self.n_vocab, dtype=[("id", np.int32), ("logit", np.float32), ("p", np.float32)])
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(PROMPT_CHUNK + parallel, 0, 1)
         self.piece_buffer = ctypes.create_string_buffer(256)
@@ -354,6 +391,8 @@ class _Worker:
         slot.last_used = next(self.clock)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         slot.stream = _Stream(request, todo=tokens[reused:], sampler=sampler, decoder=decoder)
+        if request.sampling.json_schema and self.structured:
+            slot.stream.grammar = self._grammar(request.sampling.json_schema, request.max_tokens)
         self.stats["prompt_tokens_reused"] += reused
 
     # -- one decode step -----------------------------------------------------------------------------------------
@@ -441,7 +480,11 @@ class _Worker:
         ll = self.ll
         stream.next_token = None
         logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        if stream.grammar is not None:
+            logits = self._constrain(stream.grammar, logits)
         token = stream.sampler.sample(logits)
+        if stream.grammar is not None:
+            ll.llama_sampler_accept(stream.grammar, token)
         if ll.llama_vocab_is_eog(self.vocab, token):
             self._finish(slot, "stop")
             return
@@ -470,6 +513,9 @@ class _Worker:
         stream = slot.stream
         assert stream is not None
         slot.stream = None
+        if stream.grammar is not None:
+            self.ll.llama_sampler_free(stream.grammar)
+            stream.grammar = None
         slot.last_used = next(self.clock)
         return stream
 
@@ -508,6 +554,35 @@ class _Worker:
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)
 
+    # -- structured output ---------------------------------------------------------------------------------------
+
+    def _grammar(self, schema: str, max_tokens: int) -> int:
+        """A grammar sampler that admits only JSON following `schema` (llama.cpp's GBNF, from llama-cpp-python's
+        converter), with lengths bounded so that a whole answer fits in max_tokens: a small model that repeats
+        itself inside a string would otherwise run to the limit and leave the JSON unclosed."""
+        key = (schema, max_tokens)
+        if key not in self.grammars:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            bounded = _bounded(json.loads(schema), CHARS_PER_TOKEN * max_tokens)
+            self.grammars[key] = json_schema_to_gbnf(json.dumps(bounded)).encode()
+        grammar = self.ll.llama_sampler_init_grammar(self.vocab, self.grammars[key], b"root")
+        if not grammar:
+            raise BackendError("llama.cpp could not build a grammar from the JSON schema", rejected=True)
+        return grammar
+
+    def _constrain(self, grammar: int, logits: np.ndarray) -> np.ndarray:
+        """The logits with every token the grammar does not admit next at -inf (our sampler then draws as usual)."""
+        data = self.candidates
+        data["id"] = self.token_ids
+        data["logit"] = logits
+        data["p"] = 0.0
+        array = self.ll.llama_token_data_array(data.ctypes.data_as(self.ll.llama_token_data_p), self.n_vocab, -1, False)
+        self.ll.llama_sampler_apply(grammar, ctypes.byref(array))
+        if array.size != self.n_vocab:  # the grammar sampler only masks; anything else is a llama.cpp change
+            raise BackendError("llama.cpp's grammar sampler changed the candidate list", retryable=False)
+        return data["logit"].copy()
+
     # -- tokens --------------------------------------------------------------------------------------------------
 
     def _tokenize(self, text: str, special: bool = False) -> list[int]:
@@ -539,6 +614,7 @@ class LlamaCppLM:
         parallel: int = 8,
         reuse_prefix: bool = True,
         weights: str = "auto",
+        structured: bool = True,
     ) -> None:
         path = Path(model).expanduser() if model else default_model_path()
         _check_gguf(path)
@@ -555,7 +631,7 @@ class LlamaCppLM:
         set_verbose(not quiet)  # filters what llama.cpp logs through llama_cpp's callback
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             loaded = prepared_weights(path, weights, threads)
-        self._worker = _Worker(loaded, context_size, threads, parallel, reuse_prefix, quiet)
+        self._worker = _Worker(loaded, context_size, threads, parallel, reuse_prefix, quiet, structured)
         self._thread = threading.Thread(target=self._worker.run, name="llama.cpp", daemon=True)
         self._thread.start()
         # In request keys: the converted weights compute (slightly) different completions.

@@ -32,7 +32,12 @@ _CONTEXT_OVERFLOW = re.compile(
 
 class OpenAILM:
     def __init__(
-        self, model: str | None, base_url: str | None = None, api: str = "completions", timeout: float = 120.0
+        self,
+        model: str | None,
+        base_url: str | None = None,
+        api: str = "completions",
+        timeout: float = 120.0,
+        structured: str = "off",
     ) -> None:
         if not model:
             raise BackendError("the openai backend needs --model NAME (the model the endpoint serves)", retryable=False)
@@ -48,6 +53,10 @@ class OpenAILM:
         # reasoning models).
         self.fold_system = False
         self.max_tokens_key = "max_tokens"
+        # Structured output (response_format with the request's JSON schema): under "auto", an endpoint that refuses
+        # it is then answered in text; under "json_schema" the refusal stands.
+        self.structured = structured
+        self.json_schema = structured != "off"
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -74,6 +83,12 @@ class OpenAILM:
             body["stop"] = list(sampling.stop)  # at most 4 at OpenAI: the config refuses more (config.OPENAI_MAX_STOP)
         if isinstance(prompt, list):
             body["messages"] = fold_system(prompt) if self.fold_system else prompt
+            if sampling.json_schema and self.json_schema:
+                schema = json.loads(sampling.json_schema)
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema, "strict": True},
+                }
         elif self._chat:
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -90,14 +105,21 @@ class OpenAILM:
         if self.max_tokens_key == "max_tokens" and "max_completion_tokens" in lowered:
             self.max_tokens_key = "max_completion_tokens"
             return True
+        if self.json_schema and self.structured == "auto" and ("response_format" in lowered or "schema" in lowered):
+            self.json_schema = False
+            return True
         return False
 
     async def complete(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
         while True:
+            sent_as = (self.fold_system, self.max_tokens_key, self.json_schema)
             try:
                 return await self._post(prompt, sampling, seed)
             except BackendError as e:
-                if not (e.rejected and self._adapt(str(e))):
+                # Sent again when this refusal teaches something, or when a request in flight at the same time
+                # already taught it.
+                learned = sent_as != (self.fold_system, self.max_tokens_key, self.json_schema)
+                if not (e.rejected and (self._adapt(str(e)) or learned)):
                     raise
 
     async def _post(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:

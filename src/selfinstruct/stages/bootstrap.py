@@ -13,7 +13,7 @@ import random
 import re
 from collections import Counter
 
-from selfinstruct.config import Config, ConfigError, stage_sampling
+from selfinstruct.config import Config, ConfigError, object_schema, stage_sampling
 from selfinstruct.filters import check_instruction, instruction_filters
 from selfinstruct.lm import Completion, Message, Prompt
 from selfinstruct.lm.engine import Engine, run_all
@@ -24,6 +24,7 @@ from selfinstruct.store import Request, Store
 
 STAGE = "bootstrap"
 REPAIR = "bootstrap repair"
+SCHEMA = object_schema(tasks={"type": "array", "items": {"type": "string"}})  # lm.structured
 NEIGHBOURS = 10
 _ITEM_SPLIT = re.compile(r"\n\d+\s?\.\s")
 
@@ -127,7 +128,7 @@ class Bootstrapper:
             self.prompt_seeds = check_classification_seeds([i.text for i in seeds if i.classification == "yes"])
         self.texts = set(self.seeds) | set(self.machine)  # exact copies: see judge
         self.chat = config.lm.api == "chat"
-        self.sampling = stage_sampling(config, STAGE)
+        self.sampling = stage_sampling(config, STAGE, SCHEMA)
         self.barren = 0  # answered requests in a row without an accepted instruction
         # Progress counts, kept in memory rather than re-counted in the database after every request.
         self.candidates = store.candidate_count()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from selfinstruct.config import Config, stage_sampling
+from selfinstruct.config import Config, object_schema, stage_sampling
 from selfinstruct.lm import Completion, Message
 from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.parsing import verdict
@@ -27,6 +27,7 @@ from selfinstruct.store import Instruction, Store
 
 STAGE = "classify"
 REPAIR = "classify repair"
+SCHEMA = object_schema(answer={"type": "string", "enum": ["Yes", "No"]})  # lm.structured
 RETRY_TEMPERATURE = 1.0
 
 
@@ -50,7 +51,7 @@ def parse_answer(text: str) -> str | None:
 async def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
     prefix = load_prompt("classify.txt")
     cfg = config.classify
-    first_sampling = stage_sampling(config, STAGE)
+    first_sampling = stage_sampling(config, STAGE, SCHEMA)
     chat = config.lm.api == "chat"
     todo = [i for i in store.accepted("machine") if i.classification is None]
     counts = {"yes": 0, "no": 0, "unknown": 0, "failed": 0}

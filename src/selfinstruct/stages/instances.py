@@ -7,7 +7,9 @@ is unknown are treated as non-classification. The raw responses are stored; stag
 
 from __future__ import annotations
 
-from selfinstruct.config import Config, stage_sampling
+import json
+
+from selfinstruct.config import Config, object_schema, stage_sampling
 from selfinstruct.lm import Completion, Message
 from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.stages import (
@@ -29,6 +31,14 @@ REPAIR = "instances repair"
 TEMPLATES = {True: "instances_classification.txt", False: "instances_generation.txt"}
 
 
+def _examples_schema(*fields: str) -> str:
+    example = json.loads(object_schema(**{f: {"type": "string"} for f in fields}))
+    return object_schema(examples={"type": "array", "items": example})
+
+
+SCHEMAS = {True: _examples_schema("label", "input"), False: _examples_schema("input", "output")}  # lm.structured
+
+
 def encode_prompt(prefix: str, instruction: str) -> str:
     return f"{prefix}Task: {instruction.strip()}\n"
 
@@ -47,7 +57,7 @@ def usable(completion: Completion, classification: bool) -> bool:
 
 async def generate_instances(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
     prefixes = {clf: load_prompt(name) for clf, name in TEMPLATES.items()}
-    sampling = stage_sampling(config, STAGE)
+    samplings = {clf: stage_sampling(config, STAGE, SCHEMAS[clf]) for clf in TEMPLATES}
     chat = config.lm.api == "chat"
     answered: dict[int, list[Request]] = {}
     for inst, request in store.instance_responses():
@@ -71,6 +81,7 @@ async def generate_instances(config: Config, store: Store, engine: Engine, repor
     async def one(instruction: Instruction) -> None:
         nonlocal finished, failed
         clf = instruction.classification == "yes"
+        sampling = samplings[clf]
         prompt = encode_chat(instruction.text, clf) if chat else encode_prompt(prefixes[clf], instruction.text)
         answer = repairs[instruction.id].text if instruction.id in repairs else None
         if answer is None:

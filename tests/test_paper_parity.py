@@ -167,6 +167,18 @@ def test_B16_a_context_error_is_retried_once_with_the_max_tokens_that_fit(tmp_pa
     assert asked[:2] == [1024, 921]
 
 
+def test_B17_markdown_and_chatter_are_no_part_of_an_item():
+    items = parse_instructions(
+        completion(" **Name three rivers in Asia.**\n10. I hope these help!\n11. Sort the list.")
+    )
+    assert items == [("Name three rivers in Asia.", ""), ("Sort the list.", "")]
+    chat = "Sure! Here are more tasks:\n\n- *Name* three rivers in Asia.\n- Sort the given list.\n\nEnjoy!"
+    assert [t for t, _ in parse_instructions(completion(chat), chat=True)] == [
+        "Name three rivers in Asia.",
+        "Sort the given list.",
+    ]
+
+
 # --- C: classify --------------------------------------------------------------------------------
 
 
@@ -289,6 +301,12 @@ def test_P12_the_last_instance_of_a_cut_off_response_is_dropped():
 def test_P13_safety_net_drops_any_instance_with_a_marker_line():
     assert gen("Input: a\nTask: b\nOutput: c") == [("a\nTask: b", "c", "marker_in_text")]
     assert gen("Input: Input: hello\nOutput: hi") == [("Input: hello", "hi", "marker_in_text")]
+
+
+def test_P14_decorated_markers_are_markers():
+    text = "Sure, here you go:\n\n### Example 1\n- **Input:** 2+2\n- **Output:** **4**\n\n---\n\nHope this helps!"
+    assert gen(text) == [("2+2", "4", "")]
+    assert clf("Task: Spam or not?\n**Label:** Spam\n**Input:** Win now") == [("Win now", "Spam", "")]
 
 
 # --- Q: parsing classification (output-first) instances -----------------------------------------

@@ -199,3 +199,26 @@ def test_a_failing_batch_fails_its_requests_and_a_crash_fails_everything(model_d
 
     asyncio.run(go())
     assert not lm._thread.is_alive()
+
+
+def test_chat_messages_use_the_tokenizer_template_and_fold_a_refused_system_role(tmp_path: Path) -> None:
+    """A template that raises on the system role (as Gemma's does) gets it folded into the first user turn, once."""
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}{% if add_generation_prompt %}assistant "
+        "{% endif %}"
+    )
+    path = tmp_path / "gemma-like"
+    save_tiny_llama(path, chat_template=template)
+    backend = TransformersLM(str(path), batch_size=2, threads=1)
+    try:
+        words = " ".join(TINY_WORDS[:3])
+        messages = [{"role": "system", "content": TINY_WORDS[5]}, {"role": "user", "content": words}]
+        assert backend.apply_chat_template(messages) == f"user {TINY_WORDS[5]}\n\n{words} </s> assistant "
+        assert backend.fold_system
+        answer = asyncio.run(backend.complete(messages, Sampling(max_tokens=4), 1))
+        assert (
+            answer.completion_tokens >= 1 and answer.prompt_tokens == len(f"user {TINY_WORDS[5]} {words}".split()) + 2
+        )
+    finally:
+        asyncio.run(backend.aclose())

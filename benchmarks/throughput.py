@@ -16,6 +16,8 @@ Rows:
 - replicas: two healthy endpoints vs the same two plus a third that answers 503 to half its requests; each
   endpoint processes at most 32 requests at once (more queue inside it, like a server's batch limit). The
   target is at least 80% of the two-healthy throughput.
+
+`--faults`: random faults against overload (see `faults_table`).
 """
 
 from __future__ import annotations
@@ -114,11 +116,42 @@ async def paper_scheme(url: str, n: int) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
+def faults_table(n: int) -> None:
+    """Random faults are not overload: classify over n instructions fault-free, then with 10% random faults (429
+    with Retry-After 0.2 s, 500, 503, dropped connections), one endpoint, concurrency 64; and an endpoint with a
+    hard capacity of 32 requests at once (503 above it), whose ideal is 32 / 0.25 s = 128 requests/s."""
+    noisy = ["--fault-rate", "0.1", "--faults", "429-retry-after,500,503,reset", "--retry-after", "0.2", "--seed", "3"]
+    rows = []
+    for name, options in [
+        ("fault-free", []),
+        ("10% random faults", noisy),
+        ("capacity 32 (503 above)", ["--capacity", "32"]),
+    ]:
+        with endpoints(options) as (url,):
+            rows.append(engine_row(name, [url], n, 64))
+    print(f"\nclassify over {n:,} instructions, simulated latency {LATENCY * 1000:.0f} ms, concurrency 64\n")
+    print("| endpoint | requests/s | client CPU ms/request | attempts sent/failed |\n|---|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['setup']} | {r['requests/s']:.1f} | {r['client CPU ms/request']:.2f} | "
+            f"{r['attempts sent/failed per replica']} |"
+        )
+    clean, noisy_row, capped = rows
+    print(
+        f"\nwith 10% random faults: {noisy_row['requests/s'] / clean['requests/s']:.1%} of fault-free (target >= 75%); "
+        f"at capacity 32: {capped['requests/s'] / (32 / LATENCY):.1%} of its 128 requests/s (target >= 90%)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--paper-requests", type=int, default=200, help="prompts sent with the paper's scheme")
+    parser.add_argument("--faults", action="store_true", help="the faults table instead (2,000 requests per row)")
     args = parser.parse_args()
+    if args.faults:
+        faults_table(2000 if args.requests == 5000 else args.requests)
+        return
     n = args.requests
     rows = []
     with endpoints([]) as (url,):

@@ -165,3 +165,29 @@ def test_add_returns_the_position_and_updates_scores():
     assert index.texts == ["alpha beta gamma", "delta epsilon"]
     assert index.scores("delta epsilon") == [0.0, 1.0]
     assert index.nearest("delta epsilon zeta").index == 1
+
+
+WORDS = st.sampled_from("a an the sea poem cake write short about blue red".split())
+TEXTS = st.lists(WORDS, min_size=0, max_size=9).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pool=st.lists(TEXTS, min_size=1, max_size=60), queries=st.lists(TEXTS, min_size=1, max_size=4), k=st.integers(1, 12)
+)
+def test_top_k_equals_the_full_pass_ties_included(pool, queries, k):
+    """`top_k` scores only the items whose token overlap could reach the k-th best; it must return exactly what
+    scoring every item and sorting (score down, index up) returns. A small vocabulary makes ties common."""
+    index = SimilarityIndex()
+    for text in pool[: len(pool) // 2]:
+        index.add(text)
+    index.top_k("warm up the holders", 1)  # built now; the rest are added to it as they come
+    for text in pool[len(pool) // 2 :]:
+        index.add(text)
+    for query in queries:
+        scores = index.scores(query)
+        expected = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
+        top = index.top_k(query, k)
+        assert [n.index for n in top] == expected
+        assert [n.score for n in top] == [scores[i] for i in expected]
+        assert index.nearest(query).index == expected[0]

@@ -92,6 +92,9 @@ class ServerConfig:
     chat_shapes: tuple[str, ...] = ()
     # Refuse as some servers do (HTTP 400): chat requests with a system message; max_tokens (OpenAI's reasoning
     # models want max_completion_tokens); response_format (no structured output).
+    # A hard capacity: a request arriving while this many are being processed gets 503 at once (0: no limit).
+    capacity: int = 0
+    retry_after: float = 1.0  # seconds, in the Retry-After of the "429-retry-after" fault
     refuse_system: bool = False
     refuse_max_tokens: bool = False
     refuse_response_format: bool = False
@@ -110,6 +113,7 @@ class DevServer:
         # Beyond max_concurrent, requests queue inside the server (their latency grows), as on a real one.
         self._capacity = threading.BoundedSemaphore(self.config.max_concurrent) if self.config.max_concurrent else None
         self._connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
+        self._in_flight = 0  # requests being processed, for `capacity`
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,11 +142,22 @@ class DevServer:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:
-                if server._capacity is None:
-                    self._answer()
-                else:
-                    with server._capacity:
+                with server._lock:
+                    server._in_flight += 1
+                    over = server.config.capacity and server._in_flight > server.config.capacity
+                try:
+                    if over:
+                        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                        server._count("over capacity")
+                        self._json(503, {"error": {"message": "the server is at capacity"}})
+                    elif server._capacity is None:
                         self._answer()
+                    else:
+                        with server._capacity:
+                            self._answer()
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
 
             def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -181,7 +196,8 @@ class DevServer:
                 fault = server._draw_fault()
                 server._count(fault or "ok")
                 if fault in ("429", "429-retry-after", "500", "502", "503"):
-                    headers = {"Retry-After": "1"} if fault == "429-retry-after" else {}
+                    retry_after = f"{server.config.retry_after:g}"
+                    headers = {"Retry-After": retry_after} if fault == "429-retry-after" else {}
                     self._json(int(fault[:3]), {"error": {"message": f"injected {fault}"}}, headers)
                     return
                 if fault == "reset":  # close without an answer: the client sees a dropped connection
@@ -303,6 +319,8 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from: {', '.join(FAULTS)}")
     parser.add_argument("--max-concurrent", type=int, default=0, help="requests processed at once; 0: no limit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument("--capacity", type=int, default=0, help="503 for a request above this many at once; 0: none")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds, in 429-retry-after faults")
     parser.add_argument(
         "--chat-shapes", default="", help="chat answers only in these shapes (comma-separated); default: all"
     )
@@ -322,6 +340,8 @@ def main() -> None:
         seed=args.seed,
         max_concurrent=args.max_concurrent,
         context_size=args.context_size,
+        capacity=args.capacity,
+        retry_after=args.retry_after,
         chat_shapes=tuple(s for s in args.chat_shapes.split(",") if s),
     )
     server = DevServer(config, args.port)

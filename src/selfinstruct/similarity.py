@@ -101,6 +101,7 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
 
 
 _WIDTH = 256  # lengths are looked up capped at _WIDTH - 1, which stands for "this long or longer"
+_BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound
 
 
 _EMPTY = array("q")
@@ -155,12 +156,17 @@ class SimilarityIndex:
         self._codes: list[str] = []
         self._length_list: list[int] = []
         self._capped_lengths = np.zeros(1024, dtype=np.int64)  # for the vectorised filter
+        self._lengths = np.zeros(1024, dtype=np.float64)  # token counts, for `top_k`
         self._chars: dict[str, str] = {}  # token -> its character in codes
         # Element -> rank; a higher rank is rarer. Without `_fix_order`, ranks follow first sight (later is taken
         # as rarer: common words show up early, so that approximates the frequency order).
         self._ranks: dict[str, int] = {}
         # Element rank -> packed (item << 8 | position of the element in the item's prefix).
         self._postings: dict[int, array[int]] = {}
+        # Every element (not only the prefix) -> the items holding it: the token overlap that bounds a score, for
+        # `top_k` without a pass over the whole index. Built at the first `top_k` (the novelty filter alone never
+        # needs it), then kept up to date.
+        self._holders: dict[str, array[int]] | None = None
         for text in texts:
             self.add(text)
 
@@ -224,13 +230,25 @@ class SimilarityIndex:
         self._length_list.append(len(code))
         if index == len(self._capped_lengths):
             self._capped_lengths = np.resize(self._capped_lengths, 2 * index)
+            self._lengths = np.resize(self._lengths, 2 * index)
         self._capped_lengths[index] = min(len(code), _WIDTH - 1)
+        self._lengths[index] = len(code)
+        if self._holders is not None:
+            self._hold(index)
         postings = self._postings
         for position, rank in enumerate(prefix):
             if rank not in postings:
                 postings[rank] = array("q")
             postings[rank].append(index << 8 | min(position, 255))  # a capped position only loosens the bound
         return index
+
+    def _hold(self, index: int) -> None:
+        holders = self._holders
+        assert holders is not None
+        for element in self._elements(self._codes[index]):
+            if element not in holders:
+                holders[element] = array("q")
+            holders[element].append(index)
 
     def find_similar(self, text: str, prepared: Prepared | None = None) -> Decision:
         """Whether `text` scores above the threshold against any item, and if so the most similar one."""
@@ -288,10 +306,43 @@ class SimilarityIndex:
         return self._scores(text).tolist()
 
     def top_k(self, text: str, k: int) -> list[Neighbour]:
-        """The k most similar items, best first (ties: earlier item first). One C++ pass over the index."""
-        scores = self._scores(text)
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return [Neighbour(int(i), self.texts[i], float(scores[i])) for i in order]
+        """The k most similar items, best first (ties: earlier item first); exactly what a full pass gives.
+
+        Without scoring every item: an item's LCS with the query is at most their token overlap, so its F1 is at
+        most f1(overlap). The overlaps come from the element postings (one vectorised count); items are scored
+        in decreasing order of that bound, in small batches, until the next bound cannot reach the k-th best.
+        Items sharing no token score 0 and fill the list in index order, as in the full pass."""
+        total = len(self.texts)
+        if not total or k <= 0:
+            return []
+        if self._holders is None:
+            self._holders = {}
+            for index in range(total):
+                self._hold(index)
+        code = self._code(self.tokenize(text))
+        m = len(code)
+        hits = [self._holders[e] for e in self._elements(code) if e in self._holders]
+        overlap = np.zeros(total, dtype=np.int64)
+        if hits:
+            overlap = np.bincount(np.frombuffer(b"".join(hits), dtype=np.int64), minlength=total)
+        sharing = np.flatnonzero(overlap)
+        lengths = self._lengths
+        bounds = _f1(overlap[sharing], m, lengths[sharing]) + _MARGIN
+        order = sharing[np.lexsort((sharing, -bounds))]
+        bounds = np.sort(bounds)[::-1]
+        best: list[tuple[float, int]] = []  # (-score, index), sorted: the k best so far
+        for start in range(0, len(order), _BATCH):
+            if len(best) == k and bounds[start] < -best[-1][0]:
+                break  # no item left can reach the k-th best (ties need an equal bound, kept above)
+            batch = order[start : start + _BATCH]
+            lcs = process.cdist([code], [self._codes[i] for i in batch], scorer=LCSseq.similarity, dtype=np.int64)[0]
+            scores = _f1(lcs, m, lengths[batch])
+            best = sorted(best + [(-float(s), int(i)) for s, i in zip(scores, batch, strict=True)])[:k]
+        if len(best) < k:  # the items sharing no token, scored 0, in index order
+            zero = np.flatnonzero(overlap == 0)[: k - len(best)]
+            best += [(0.0, int(i)) for i in zero]
+            best = sorted(best)[:k]
+        return [Neighbour(i, self.texts[i], -score if score else 0.0) for score, i in best]
 
     def nearest(self, text: str) -> Neighbour | None:
         top = self.top_k(text, 1)

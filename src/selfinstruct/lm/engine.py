@@ -3,8 +3,9 @@
 It keeps an endpoint saturated without losing or repeating anything:
 
 - Concurrency: up to `concurrency` requests in flight over all replicas; a stage submits new work as soon as
-  a slot frees (no batch barrier). Each replica has its own adaptive limit (AIMD): halved when it answers
-  429/503 (overloaded), grown by one per window of successes. One overloaded replica never slows the others.
+  a slot frees (no batch barrier). Each replica has its own adaptive limit (AIMD): decreased when its recent
+  answers say it is overloaded (a share of 429/503, not one isolated error), grown by one per window of
+  successes. One overloaded replica never slows the others.
 - Replicas: several backends serving one model; each request goes to the usable replica with the fewest
   requests outstanding. A replica that fails `SET_ASIDE_AFTER` times in a row is set aside for a while, and a
   replica that sent Retry-After gets nothing until then.
@@ -37,6 +38,7 @@ import math
 import os
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +50,18 @@ from selfinstruct.store import Request, Store
 
 OnResult = Callable[[int, Completion], None]
 T = TypeVar("T")
+# Overload against noise. A replica's limit decreases only when overload answers (429/503/529) make up at least
+# OVERLOAD_SHARE of its last WINDOW answers (at least MIN_EVIDENCE of them): a trickle of random errors is not
+# saturation, and halving on each one kept a replica far below its cap (random loss against TCP's AIMD). Once
+# saturated it decreases by DECREASE, at most once per burst, and needs fresh evidence before the next decrease.
+# A Retry-After pauses the whole replica only when it is long or the replica is saturated; otherwise it delays
+# just the retry of its own request.
+WINDOW = 64
+MIN_EVIDENCE = 16
+OVERLOAD_SHARE = 0.15
+DECREASE = 0.85
+NOISE_BACKOFF = 0.25  # a retry after noise waits this share of the backoff after overload
+LONG_RETRY_AFTER = 2.0  # seconds
 SET_ASIDE_AFTER = 5  # consecutive failed attempts before a replica is set aside
 SET_ASIDE_SECONDS = 5.0  # first time; doubles each time, up to SET_ASIDE_MAX
 SET_ASIDE_MAX = 60.0
@@ -131,9 +145,14 @@ class Replica:
     blocked_until: float = 0.0  # set aside, or asked to wait (Retry-After)
     sent: int = 0
     failed: int = 0
+    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=WINDOW))  # answers: overload or not
 
     def __post_init__(self) -> None:
         self.limit = float(self.cap)
+
+    def saturated(self) -> bool:
+        """Whether recent answers say this replica is overloaded, not just noisy."""
+        return len(self.recent) >= MIN_EVIDENCE and sum(self.recent) >= OVERLOAD_SHARE * len(self.recent)
 
     def usable(self, now: float) -> bool:
         return now >= self.blocked_until and self.outstanding < max(1, int(self.limit))
@@ -230,6 +249,8 @@ class Engine:
         # they are sent again only when asked (--retry-failed), so they never block a run or a resume.
         self.retry_failed = retry_failed
         self.failures = 0  # consecutive requests that failed after every retry
+        self.retrying = 0  # requests waiting out a backoff before their next attempt (their slot is free)
+        self._retry_started: asyncio.Event | None = None
         self.answered = 0  # requests answered by a backend in this process
         self.inflight = 0
         # Usage per stage, from the journal (earlier runs count towards the budget) plus this run's answers.
@@ -260,6 +281,13 @@ class Engine:
         return None
 
     # --- slots ------------------------------------------------------------------------------------
+
+    @property
+    def retry_started(self) -> asyncio.Event:
+        """Set when a request starts waiting out a backoff (created inside the running loop)."""
+        if self._retry_started is None:
+            self._retry_started = asyncio.Event()
+        return self._retry_started
 
     @property
     def changed(self) -> asyncio.Condition:
@@ -310,14 +338,18 @@ class Engine:
         elif error is None:
             replica.failures_in_row = 0
             replica.set_asides = 0
+            replica.recent.append(False)
             replica.limit = min(replica.cap, replica.limit + 1.0 / max(replica.limit, 1.0))
         else:
             replica.failed += 1
             replica.failures_in_row += 1
-            if error.overloaded and lease.epoch == replica.epoch:
-                replica.limit = max(1.0, replica.limit / 2)
+            replica.recent.append(error.overloaded)
+            saturated = replica.saturated()
+            if error.overloaded and saturated and lease.epoch == replica.epoch:
+                replica.limit = max(1.0, replica.limit * DECREASE)
                 replica.epoch += 1
-            if error.retry_after:
+                replica.recent.clear()  # the next decrease needs evidence gathered at the new limit
+            if error.retry_after and (saturated or error.retry_after >= LONG_RETRY_AFTER):
                 replica.blocked_until = max(replica.blocked_until, now + error.retry_after)
             if replica.failures_in_row >= SET_ASIDE_AFTER and len(self.replicas) > 1:
                 pause = min(SET_ASIDE_MAX, SET_ASIDE_SECONDS * 2**replica.set_asides)
@@ -486,7 +518,15 @@ class Engine:
             attempt += 1
             # Exponential backoff with full jitter, so many clients do not retry in lockstep; at least as long as
             # the server's Retry-After, when it gave one. The slot is free meanwhile.
-            await asyncio.sleep(max(random.uniform(0, self.backoff * 2**attempt), error.retry_after or 0.0))
+            # run_all counts it as waiting, and starts another work item to use the slot.
+            self.retrying += 1
+            self.retry_started.set()
+            try:
+                # Noise (a random 5xx, a dropped connection) is retried sooner than overload.
+                base = self.backoff if error.overloaded and last.saturated() else self.backoff * NOISE_BACKOFF
+                await asyncio.sleep(max(random.uniform(0, base * 2**attempt), error.retry_after or 0.0))
+            finally:
+                self.retrying -= 1
 
     async def aclose(self) -> None:
         for replica in self.replicas:
@@ -495,23 +535,31 @@ class Engine:
 
 async def run_all(engine: Engine, work: Iterable[Awaitable[object]], limit: int | None = None) -> None:
     """Run work items (coroutines that send requests), at most `limit` at once (default: the engine's
-    concurrency), starting the next as soon as one ends. EndpointDown or any other error cancels the rest (their
+    concurrency) plus one for each request waiting out a backoff (its slot is free meanwhile, and another item
+    should use it), starting the next as soon as one ends. EndpointDown or any other error cancels the rest (their
     requests stay journaled as pending and are resent on resume); BudgetReached lets the running ones finish
     first, so no paid-for response is thrown away."""
     limit = limit or engine.concurrency
     items = iter(work)
     running: set[asyncio.Task[object]] = set()
     stop: BaseException | None = None
+    retry = engine.retry_started
+    waker: asyncio.Task[object] | None = None
     try:
         while True:
-            while stop is None and len(running) < limit:
+            while stop is None and len(running) < limit + engine.retrying:
                 item = next(items, None)
                 if item is None:
                     break
                 running.add(asyncio.ensure_future(item))
             if not running:
                 break
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            if waker is None or waker.done():
+                retry.clear()
+                waker = asyncio.ensure_future(retry.wait())
+            done, running = await asyncio.wait(running | {waker}, return_when=asyncio.FIRST_COMPLETED)
+            running.discard(waker)
+            done.discard(waker)
             errors = [e for e in (task.exception() for task in done) if e is not None]  # each one retrieved
             for error in errors:
                 if not isinstance(error, BudgetReached):
@@ -520,6 +568,8 @@ async def run_all(engine: Engine, work: Iterable[Awaitable[object]], limit: int 
         if stop is not None:
             raise stop
     finally:
+        if waker is not None:
+            waker.cancel()
         for task in running:
             task.cancel()
         if running:

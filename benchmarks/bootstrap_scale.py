@@ -71,10 +71,14 @@ def main() -> None:
     print("| pool reached | accepted in segment | wall s | CPU ms per accepted | filter | neighbours | store |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for size, accepted, wall, cpu, spent in rows:
-        per = lambda label: f"{1000 * spent.get(label, 0.0) / max(1, accepted):.2f}"  # noqa: E731
+        parts = [
+            f"{1000 * spent.get(label, 0.0) / max(1, accepted):.2f}"
+            for label in ("novelty filter", "neighbours", "store")
+        ]
         print(
-            f"| {size:,} | {accepted:,} | {wall:.1f} | {1000 * cpu / max(1, accepted):.2f} | {per('novelty filter')} "
-            f"| {per('neighbours')} | {per('store')} |"
+            f"| {size:,} | {accepted:,} | {wall:.1f} | {1000 * cpu / max(1, accepted):.2f} | "
+            + " | ".join(parts)
+            + " |"
         )
 
 

@@ -328,16 +328,30 @@ class SimilarityIndex:
         sharing = np.flatnonzero(overlap)
         lengths = self._lengths
         bounds = _f1(overlap[sharing], m, lengths[sharing]) + _MARGIN
-        order = sharing[np.lexsort((sharing, -bounds))]
-        bounds = np.sort(bounds)[::-1]
         best: list[tuple[float, int]] = []  # (-score, index), sorted: the k best so far
-        for start in range(0, len(order), _BATCH):
-            if len(best) == k and bounds[start] < -best[-1][0]:
-                break  # no item left can reach the k-th best (ties need an equal bound, kept above)
-            batch = order[start : start + _BATCH]
-            lcs = process.cdist([code], [self._codes[i] for i in batch], scorer=LCSseq.similarity, dtype=np.int64)[0]
-            scores = _f1(lcs, m, lengths[batch])
-            best = sorted(best + [(-float(s), int(i)) for s, i in zip(scores, batch, strict=True)])[:k]
+
+        def score(chosen: np.ndarray) -> None:
+            nonlocal best
+            lcs = process.cdist([code], [self._codes[i] for i in chosen], scorer=LCSseq.similarity, dtype=np.int64)
+            scores = _f1(lcs[0], m, lengths[chosen])
+            best = sorted(best + [(-float(s), int(i)) for s, i in zip(scores, chosen, strict=True)])[:k]
+
+        # First the items with the largest bounds (a partial sort: no full sort of the pool), which gives a k-th
+        # best score; then only the items whose bound can still reach it, in decreasing order of bound.
+        first = min(len(sharing), max(k, _BATCH))
+        if first:
+            top = np.argpartition(-bounds, first - 1)[:first] if first < len(sharing) else np.arange(len(sharing))
+            score(sharing[top])
+            rest = np.ones(len(sharing), dtype=bool)
+            rest[top] = False
+            if len(best) == k:
+                rest &= bounds >= -best[-1][0]
+            left = np.flatnonzero(rest)
+            left = left[np.lexsort((sharing[left], -bounds[left]))]
+            for start in range(0, len(left), _BATCH):
+                if len(best) == k and bounds[left[start]] < -best[-1][0]:
+                    break  # no item left can reach the k-th best (ties need an equal bound, kept above)
+                score(sharing[left[start : start + _BATCH]])
         if len(best) < k:  # the items sharing no token, scored 0, in index order
             zero = np.flatnonzero(overlap == 0)[: k - len(best)]
             best += [(0.0, int(i)) for i in zero]

@@ -28,6 +28,7 @@ from selfinstruct.similarity import SimilarityIndex  # noqa: E402
 from selfinstruct.store import Store  # noqa: E402
 
 SPENT: Counter[str] = Counter()
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-instructions"
 
 
 def timed(owner: type, name: str, label: str) -> None:
@@ -48,12 +49,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="5000,10000")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer (0.25: 256/s ideal)")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="answer with the 8,475 real instructions of ../shared/data/real-instructions (unique ones run out past "
+        "about 8,000 accepted)",
+    )
     args = parser.parse_args()
     timed(SimilarityIndex, "find_similar", "novelty filter")
     timed(SimilarityIndex, "top_k", "neighbours")
     timed(Store, "add_candidate", "store")
     rows = []
-    with endpoints(["--latency", str(args.latency)]) as (url,), tempfile.TemporaryDirectory() as tmp:
+    server = ["--latency", str(args.latency)]
+    if args.real:
+        files = sorted(str(p) for p in SHARED.glob("*.json"))
+        if not files:
+            sys.exit(f"no real instructions in {SHARED}: the --real table needs ../shared beside the repository")
+        server += ["--instructions", *files]
+    with endpoints(server) as (url,), tempfile.TemporaryDirectory() as tmp:
         before, done = 0, 0
         for size in map(int, args.sizes.split(",")):
             settings = {
@@ -71,7 +84,8 @@ def main() -> None:
             accepted = done - before
             rows.append((size, accepted, wall, cpu, dict(SPENT), sent / wall))
             before = done
-    print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64\n")
+    text = "real instructions" if args.real else "the synthetic grammar"
+    print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64, {text}\n")
     print(
         "| pool reached | accepted in segment | wall s | completions/s | CPU ms per accepted | filter | neighbours |",
         end="",

@@ -219,3 +219,13 @@ def test_context_errors_shrink_max_tokens_and_rejected_requests_never_block_the_
         assert len(server.received) == sent  # a resume skips rejected requests
         assert CliRunner().invoke(cli, [*args, "--retry-failed"]).exit_code == 0
         assert len(server.received) == sent + 2 * len(rows)  # each sent again, once shrunk, still rejected
+
+
+def test_dev_server_answers_bootstrap_prompts_with_real_instructions(tmp_path: Path) -> None:
+    real = ("Write a limerick about a cat who loves rain.", "Explain how  a\ncompass works.", "List five red fruits.")
+    with DevServer(ServerConfig(instructions=real)) as server:
+        run = Run.open(tmp_path, {"num_instructions": 2, **openai_config(server)})
+        run.bootstrap()
+        texts = {i.text for i in run.store.accepted("machine")}
+        run.close()
+    assert texts and texts <= {" ".join(r.split()) for r in real}

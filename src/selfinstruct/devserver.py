@@ -23,11 +23,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from selfinstruct.chatshapes import chat_answer, json_answer
+from selfinstruct.records import read_records
 
 FAULTS = ("429", "429-retry-after", "500", "502", "503", "reset", "slow", "truncated", "empty", "invalid-json")
 
@@ -40,9 +42,15 @@ _VOCAB = [
 _VERBS = ["Describe", "Explain", "Summarize", "List", "Compare", "Suggest", "Rewrite", "Classify"]
 
 
-def scripted_completion(prompt: str, seed: int = 0, classify_answer: str | None = None) -> tuple[str, str]:
-    """(text, finish reason) in the shape the prompt's stage expects; deterministic in (prompt, seed)."""
+def scripted_completion(
+    prompt: str, seed: int = 0, classify_answer: str | None = None, instructions: Sequence[str] = ()
+) -> tuple[str, str]:
+    """(text, finish reason) in the shape the prompt's stage expects; deterministic in (prompt, seed). Bootstrap
+    answers draw from `instructions` (real ones) when given, else from a synthetic grammar."""
     rng = random.Random(int(hashlib.sha256(f"{prompt}{seed}".encode()).hexdigest()[:12], 16))
+    if prompt.startswith("Come up with a series of") and instructions:
+        items = [" ".join(rng.choice(instructions).split()) for _ in range(rng.randint(2, 5))]
+        return " " + "\n".join(item if i == 0 else f"{9 + i}. {item}" for i, item in enumerate(items)), "stop"
     if prompt.startswith("Come up with a series of"):
         items = []
         for _ in range(rng.randint(2, 5)):
@@ -98,6 +106,9 @@ class ServerConfig:
     refuse_system: bool = False
     refuse_max_tokens: bool = False
     refuse_response_format: bool = False
+    # Real instructions for the completion-mode bootstrap answers (e.g. ../shared/data/real-instructions): the
+    # novelty filter then sees real text instead of the synthetic grammar.
+    instructions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -221,7 +232,9 @@ class DevServer:
                     text, finish = (
                         (answer, "stop")
                         if answer is not None
-                        else scripted_completion(messages[-1]["content"] if chat else one, seed)
+                        else scripted_completion(
+                            messages[-1]["content"] if chat else one, seed, instructions=server.config.instructions
+                        )
                     )
                     if fault == "truncated":
                         text, finish = text[: len(text) // 2], "length"
@@ -325,6 +338,12 @@ def main() -> None:
         "--chat-shapes", default="", help="chat answers only in these shapes (comma-separated); default: all"
     )
     parser.add_argument(
+        "--instructions",
+        nargs="*",
+        default=[],
+        help="JSON/JSONL/CSV files of real instructions (field 'instruction') for the bootstrap answers",
+    )
+    parser.add_argument(
         "--context-size", type=int, default=0, help="words a prompt plus max_tokens may hold (HTTP 400 beyond); 0: any"
     )
     args = parser.parse_args()
@@ -341,6 +360,12 @@ def main() -> None:
         max_concurrent=args.max_concurrent,
         context_size=args.context_size,
         capacity=args.capacity,
+        instructions=tuple(
+            str(row["instruction"])
+            for path in args.instructions
+            for _, row in read_records(path)
+            if row.get("instruction")
+        ),
         retry_after=args.retry_after,
         chat_shapes=tuple(s for s in args.chat_shapes.split(",") if s),
     )

@@ -360,13 +360,13 @@ def stage_sampling(config: Config, stage: str, schema: str | None = None) -> Sam
     return section.chat_sampling
 
 
-def object_schema(**properties: dict[str, Any]) -> str:
-    """A JSON schema, as text, for an object with exactly these properties, all required (as OpenAI's strict
-    structured output wants)."""
+def object_schema(**properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema for an object with exactly these properties, all required (as OpenAI's strict structured
+    output wants). Stages send it as JSON text (Sampling.json_schema)."""
     schema = {
         "type": "object",
         "properties": properties,
         "required": list(properties),
         "additionalProperties": False,
     }
-    return json.dumps(schema, sort_keys=True)
+    return schema

@@ -9,6 +9,7 @@ stored as rejected with its reason.
 from __future__ import annotations
 
 import functools
+import json
 import random
 import re
 from collections import Counter
@@ -24,7 +25,9 @@ from selfinstruct.store import Request, Store
 
 STAGE = "bootstrap"
 REPAIR = "bootstrap repair"
-SCHEMA = object_schema(tasks={"type": "array", "items": {"type": "string"}})  # lm.structured
+SCHEMA = json.dumps(
+    object_schema(tasks={"type": "array", "items": {"type": "string"}}), sort_keys=True
+)  # lm.structured
 NEIGHBOURS = 10
 _ITEM_SPLIT = re.compile(r"\n\d+\s?\.\s")
 

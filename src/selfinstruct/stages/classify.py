@@ -9,6 +9,7 @@ smallest nucleus, i.e. greedy again), since a greedy decoder would only repeat t
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from selfinstruct.config import Config, object_schema, stage_sampling
 from selfinstruct.lm import Completion, Message
@@ -27,7 +28,7 @@ from selfinstruct.store import Instruction, Store
 
 STAGE = "classify"
 REPAIR = "classify repair"
-SCHEMA = object_schema(answer={"type": "string", "enum": ["Yes", "No"]})  # lm.structured
+SCHEMA = json.dumps(object_schema(answer={"type": "string", "enum": ["Yes", "No"]}), sort_keys=True)  # lm.structured
 RETRY_TEMPERATURE = 1.0
 
 
@@ -70,7 +71,7 @@ async def classify(config: Config, store: Store, engine: Engine, report: Report 
         answer = ""
         for attempt in range(cfg.max_attempts):
             stage, sent, sampling = STAGE, prompt, first_sampling
-            if attempt and chat and attempt == 1 and isinstance(prompt, list):  # the repair turn
+            if attempt == 1 and chat and isinstance(prompt, list):  # the repair turn
                 stage, sent = REPAIR, repair_messages(prompt, answer, load_chat_prompt("chat_classify.txt"))
             elif attempt:
                 sampling = dataclasses.replace(

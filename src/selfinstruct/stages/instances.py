@@ -32,8 +32,8 @@ TEMPLATES = {True: "instances_classification.txt", False: "instances_generation.
 
 
 def _examples_schema(*fields: str) -> str:
-    example = json.loads(object_schema(**{f: {"type": "string"} for f in fields}))
-    return object_schema(examples={"type": "array", "items": example})
+    example = object_schema(**{f: {"type": "string"} for f in fields})
+    return json.dumps(object_schema(examples={"type": "array", "items": example}), sort_keys=True)
 
 
 SCHEMAS = {True: _examples_schema("label", "input"), False: _examples_schema("input", "output")}  # lm.structured

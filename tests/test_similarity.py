@@ -191,3 +191,24 @@ def test_top_k_equals_the_full_pass_ties_included(pool, queries, k):
         assert [n.index for n in top] == expected
         assert [n.score for n in top] == [scores[i] for i in expected]
         assert index.nearest(query).index == expected[0]
+
+
+# A Zipf-like vocabulary (common words in most texts, rare ones in few) and pools large enough that `top_k` reads
+# only the rarest elements' postings whole and searches the common ones.
+ZIPF_WORDS = st.sampled_from([f"w{i}" for i in range(40)] + ["the"] * 30 + ["a"] * 20 + ["of"] * 10)
+ZIPF_TEXTS = st.lists(ZIPF_WORDS, min_size=1, max_size=14).map(" ".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pool=st.lists(ZIPF_TEXTS, min_size=50, max_size=400),
+    queries=st.lists(ZIPF_TEXTS, min_size=1, max_size=5),
+    k=st.integers(1, 12),
+)
+def test_top_k_equals_the_full_pass_on_large_pools(pool, queries, k):
+    index = SimilarityIndex(pool)
+    for query in queries:
+        scores = index.scores(query)
+        expected = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
+        top = index.top_k(query, k)
+        assert [(n.index, n.score) for n in top] == [(i, scores[i]) for i in expected]

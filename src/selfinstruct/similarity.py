@@ -101,7 +101,7 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
 
 
 _WIDTH = 256  # lengths are looked up capped at _WIDTH - 1, which stands for "this long or longer"
-_BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound
+_BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound (later batches double)
 
 
 _EMPTY = array("q")
@@ -308,10 +308,12 @@ class SimilarityIndex:
     def top_k(self, text: str, k: int) -> list[Neighbour]:
         """The k most similar items, best first (ties: earlier item first); exactly what a full pass gives.
 
-        Without scoring every item: an item's LCS with the query is at most their token overlap, so its F1 is at
-        most f1(overlap). The overlaps come from the element postings (one vectorised count); items are scored
-        in decreasing order of that bound, in small batches, until the next bound cannot reach the k-th best.
-        Items sharing no token score 0 and fill the list in index order, as in the full pass."""
+        Without scoring every item: an item's LCS with the query is at most their token overlap o, so its F1 is
+        at most 2·o/(m+n). The overlaps come from the postings of every element (one `bincount`). The items with
+        the largest bounds are scored first (a partial sort), which gives a k-th best score s; then only the items
+        whose bound can still reach s (one vectorised comparison), in decreasing order of the bound, in growing
+        batches, until no bound left can reach the k-th best. Items sharing no token score 0 and fill the list in
+        index order, as in the full pass."""
         total = len(self.texts)
         if not total or k <= 0:
             return []
@@ -322,40 +324,39 @@ class SimilarityIndex:
         code = self._code(self.tokenize(text))
         m = len(code)
         hits = [self._holders[e] for e in self._elements(code) if e in self._holders]
-        overlap = np.zeros(total, dtype=np.int64)
-        if hits:
-            overlap = np.bincount(np.frombuffer(b"".join(hits), dtype=np.int64), minlength=total)
-        sharing = np.flatnonzero(overlap)
-        lengths = self._lengths
-        bounds = _f1(overlap[sharing], m, lengths[sharing]) + _MARGIN
+        if not hits:
+            return [Neighbour(i, self.texts[i], 0.0) for i in range(min(k, total))]
+        overlap = np.bincount(np.frombuffer(b"".join(hits), dtype=np.int64), minlength=total)
+        lengths = self._lengths[:total]
         best: list[tuple[float, int]] = []  # (-score, index), sorted: the k best so far
 
         def score(chosen: np.ndarray) -> None:
             nonlocal best
-            lcs = process.cdist([code], [self._codes[i] for i in chosen], scorer=LCSseq.similarity, dtype=np.int64)
+            codes = self._codes
+            lcs = process.cdist([code], [codes[i] for i in chosen.tolist()], scorer=LCSseq.similarity, dtype=np.int64)
             scores = _f1(lcs[0], m, lengths[chosen])
-            best = sorted(best + [(-float(s), int(i)) for s, i in zip(scores, chosen, strict=True)])[:k]
+            best = sorted(best + list(zip((-scores).tolist(), chosen.tolist(), strict=True)))[:k]
 
-        # First the items with the largest bounds (a partial sort: no full sort of the pool), which gives a k-th
-        # best score; then only the items whose bound can still reach it, in decreasing order of bound.
-        first = min(len(sharing), max(k, _BATCH))
-        if first:
-            top = np.argpartition(-bounds, first - 1)[:first] if first < len(sharing) else np.arange(len(sharing))
-            score(sharing[top])
-            rest = np.ones(len(sharing), dtype=bool)
-            rest[top] = False
-            if len(best) == k:
-                rest &= bounds >= -best[-1][0]
-            left = np.flatnonzero(rest)
-            left = left[np.lexsort((sharing[left], -bounds[left]))]
-            for start in range(0, len(left), _BATCH):
-                if len(best) == k and bounds[left[start]] < -best[-1][0]:
-                    break  # no item left can reach the k-th best (ties need an equal bound, kept above)
-                score(sharing[left[start : start + _BATCH]])
-        if len(best) < k:  # the items sharing no token, scored 0, in index order
+        # The items with the largest bounds (a partial sort, no sort of the pool) give a first k-th best score.
+        bounds = 2 * overlap / (m + lengths) + _MARGIN
+        first = min(total, max(k, _BATCH))
+        top = np.argpartition(-bounds, first - 1)[:first] if first < total else np.arange(total)
+        top = top[overlap[top] > 0]
+        score(top)
+        # Then every other item whose bound reaches the k-th best, in decreasing order of bound (ties: index order).
+        reach = (bounds >= (-best[-1][0] if len(best) == k else 0.0)) & (overlap > 0)
+        reach[top] = False
+        candidates = np.flatnonzero(reach)
+        order = candidates[np.lexsort((candidates, -bounds[candidates]))]
+        start, size = 0, _BATCH
+        while start < len(order):
+            if len(best) == k and bounds[order[start]] < -best[-1][0]:
+                break  # no item left can reach the k-th best (ties need an equal bound, kept above)
+            score(order[start : start + size])
+            start, size = start + size, 2 * size
+        if len(best) < k:  # fewer than k items share a token, all scored above: the others score 0, in index order
             zero = np.flatnonzero(overlap == 0)[: k - len(best)]
-            best += [(0.0, int(i)) for i in zero]
-            best = sorted(best)[:k]
+            best = sorted(best + [(0.0, int(i)) for i in zero])
         return [Neighbour(i, self.texts[i], -score if score else 0.0) for score, i in best]
 
     def nearest(self, text: str) -> Neighbour | None:

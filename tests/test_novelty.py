@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from selfinstruct.cli import cli
+from selfinstruct.devserver import DevServer, ServerConfig
+from selfinstruct.pipeline import Run
 from selfinstruct.similarity import SimilarityIndex, sequential_filter, tokenize_unicode
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -167,3 +170,62 @@ def test_dedup_on_the_shared_corpora(tmp_path: Path, path: Path) -> None:
     for row in rejects[:200]:  # each reject really is too close to a kept row, by the reference's own score
         assert row["nearest"] in kept_texts
         assert SCORER.score(row["nearest"], row["instruction"])["rougeL"].fmeasure == row["max_rouge"] > 0.7
+
+
+# Real-looking instructions that share many words: spliced by the dev server, they collide often.
+OVERLAPPING = [
+    "Write a short poem about the sea at night.",
+    "Write a short story about a dog who learns to swim.",
+    "Write a product description for a waterproof phone case.",
+    "Summarize the following news article in two sentences.",
+    "Summarize the main argument of the following essay.",
+    "Translate the following sentence into French.",
+    "Translate the following paragraph into plain English.",
+    "Classify the sentiment of the following review as positive or negative.",
+    "Classify the following email as spam or not spam.",
+    "List five ways to save water at home.",
+    "List three benefits of regular exercise for older adults.",
+    "Explain how a refrigerator keeps food cold.",
+    "Explain the difference between weather and climate to a child.",
+    "Give three tips for writing a clear cover letter.",
+    "Give an example of a sentence that uses a metaphor.",
+    "Rewrite the following sentence in the passive voice.",
+    "Rewrite the following paragraph to make it more formal.",
+    "Find the grammatical error in the following sentence.",
+    "Suggest a name for a bakery that sells vegan cakes.",
+    "Suggest three questions to ask at the end of a job interview.",
+]
+
+
+def test_an_ordered_bootstrap_records_exactly_what_full_passes_give(tmp_path: Path) -> None:
+    """The novelty filter and the neighbours read only part of the pool; candidate by candidate, in the order they
+    were judged, the verdict, the nearest instruction, the scores and the ten neighbours recorded must be exactly
+    what scoring the whole pool gives (ties: the earlier pool instruction first)."""
+    with DevServer(ServerConfig(instructions=tuple(OVERLAPPING), splice=True)) as server:
+        lm = {"backend": "openai", "model": "tiny", "base_url": server.base_url, "ordered": True, "concurrency": 8}
+        with Run.open(tmp_path, {"num_instructions": 120, "lm": lm}) as run:
+            run.bootstrap()
+            rows = run.store._db.execute(
+                "SELECT origin, text, verdict, reason, max_rouge, nearest, neighbours, mean_rouge FROM instructions"
+                " ORDER BY id"
+            ).fetchall()
+    pool = SimilarityIndex()
+    reasons = Counter()
+    for origin, text, verdict, reason, max_rouge, nearest, neighbours, mean_rouge in rows:
+        if origin == "seed":
+            pool.add(text)
+            continue
+        scores = pool.scores(text)
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        best = ranked[0]
+        reasons[reason.split(" (")[0]] += 1
+        assert (max_rouge, nearest) == (scores[best], pool.texts[best]), text
+        if verdict == "accepted":
+            assert scores[best] <= 0.7
+            top = [[pool.texts[i], scores[i]] for i in ranked[:10]]
+            assert json.loads(neighbours) == top
+            assert mean_rouge == sum(s for _, s in top) / 10
+            pool.add(text)
+        elif reason.startswith("too_similar"):
+            assert scores[best] > 0.7
+    assert reasons["too_similar"] >= 20 and reasons[""] >= 120, reasons  # both kinds of verdict, many times

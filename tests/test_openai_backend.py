@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct.devserver import DevServer, ServerConfig
+from selfinstruct.devserver import DevServer, ServerConfig, scripted_completion
 from selfinstruct.pipeline import Run
 from selfinstruct.store import DB_NAME
 
@@ -229,3 +229,23 @@ def test_dev_server_answers_bootstrap_prompts_with_real_instructions(tmp_path: P
         texts = {i.text for i in run.store.accepted("machine")}
         run.close()
     assert texts and texts <= {" ".join(r.split()) for r in real}
+
+
+def test_dev_server_splices_real_instructions_into_new_ones() -> None:
+    real = ("Write a limerick about a cat who loves rain.", "Explain how a compass works to a child.")
+    answers = [
+        scripted_completion(f"Come up with a series of tasks:\n{n}", 0, instructions=real, splice=True)[0]
+        for n in range(40)
+    ]
+    items = {item.split(". ", 1)[-1].strip() for answer in answers for item in answer.split("\n")}
+    spliced = items - set(real)
+    assert spliced, "every answer was a verbatim instruction"
+    for item in spliced:  # a head of one real instruction and a tail of one, at word boundaries
+        words = item.split()
+        assert any(
+            words[:cut] == r.split()[:cut] and any(words[cut:] == t.split()[-len(words) + cut :] for t in real)
+            for r in real
+            for cut in range(1, len(words))
+        ), item
+    verbatim = [scripted_completion("Come up with a series of tasks:\n1", 0, instructions=real)[0]]
+    assert {v.strip() for v in verbatim[0].split("\n")[0:1]} <= set(real)  # without splice: verbatim only

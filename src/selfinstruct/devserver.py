@@ -42,14 +42,28 @@ _VOCAB = [
 _VERBS = ["Describe", "Explain", "Summarize", "List", "Compare", "Suggest", "Rewrite", "Classify"]
 
 
+def _real_instruction(rng: random.Random, instructions: Sequence[str], splice: bool) -> str:
+    head = rng.choice(instructions).split()
+    if not splice or rng.random() < 0.2:
+        return " ".join(head)
+    tail = rng.choice(instructions).split()
+    return " ".join(head[: rng.randint(1, max(1, len(head) - 1))] + tail[rng.randint(1, max(1, len(tail) - 1)) :])
+
+
 def scripted_completion(
-    prompt: str, seed: int = 0, classify_answer: str | None = None, instructions: Sequence[str] = ()
+    prompt: str,
+    seed: int = 0,
+    classify_answer: str | None = None,
+    instructions: Sequence[str] = (),
+    splice: bool = False,
 ) -> tuple[str, str]:
     """(text, finish reason) in the shape the prompt's stage expects; deterministic in (prompt, seed). Bootstrap
-    answers draw from `instructions` (real ones) when given, else from a synthetic grammar."""
+    answers draw from `instructions` (real ones) when given, else from a synthetic grammar. `splice`: most real
+    answers join the head of one instruction to the tail of another, so that new text never runs out while its
+    words keep real frequencies (a few thousand real instructions cannot fill a 52K pool)."""
     rng = random.Random(int(hashlib.sha256(f"{prompt}{seed}".encode()).hexdigest()[:12], 16))
     if prompt.startswith("Come up with a series of") and instructions:
-        items = [" ".join(rng.choice(instructions).split()) for _ in range(rng.randint(2, 5))]
+        items = [_real_instruction(rng, instructions, splice) for _ in range(rng.randint(2, 5))]
         return " " + "\n".join(item if i == 0 else f"{9 + i}. {item}" for i, item in enumerate(items)), "stop"
     if prompt.startswith("Come up with a series of"):
         items = []
@@ -109,6 +123,7 @@ class ServerConfig:
     # Real instructions for the completion-mode bootstrap answers (e.g. ../shared/data/real-instructions): the
     # novelty filter then sees real text instead of the synthetic grammar.
     instructions: tuple[str, ...] = ()
+    splice: bool = False  # join the head of one real instruction to the tail of another (see scripted_completion)
 
 
 @dataclass
@@ -233,7 +248,10 @@ class DevServer:
                         (answer, "stop")
                         if answer is not None
                         else scripted_completion(
-                            messages[-1]["content"] if chat else one, seed, instructions=server.config.instructions
+                            messages[-1]["content"] if chat else one,
+                            seed,
+                            instructions=server.config.instructions,
+                            splice=server.config.splice,
                         )
                     )
                     if fault == "truncated":
@@ -344,6 +362,11 @@ def main() -> None:
         help="JSON/JSONL/CSV files of real instructions (field 'instruction') for the bootstrap answers",
     )
     parser.add_argument(
+        "--splice",
+        action="store_true",
+        help="with --instructions: most answers join the head of one instruction to the tail of another",
+    )
+    parser.add_argument(
         "--context-size", type=int, default=0, help="words a prompt plus max_tokens may hold (HTTP 400 beyond); 0: any"
     )
     args = parser.parse_args()
@@ -366,6 +389,7 @@ def main() -> None:
             for _, row in read_records(path)
             if row.get("instruction")
         ),
+        splice=args.splice,
         retry_after=args.retry_after,
         chat_shapes=tuple(s for s in args.chat_shapes.split(",") if s),
     )

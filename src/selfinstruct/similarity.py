@@ -109,18 +109,23 @@ _ROW_STARTS = np.arange(0, 1 << 24, _WIDTH, dtype=np.int64)  # i * _WIDTH for qu
 
 
 @lru_cache(maxsize=4096)
-def _position_table(m: int, threshold: float) -> np.ndarray:
-    """For a length-m query, a flat table indexed by i * _WIDTH + min(n, _WIDTH - 1): the last position j in
-    a length-n partner's prefix at which a first shared element, at position i of the query's, still leaves room
-    for need(m, n) shared elements (min(m - i, n - j) >= need); -1 where none does, or n is not feasible."""
+def _position_table(m: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For a length-m query: a flat table indexed by i * _WIDTH + min(n, _WIDTH - 1), the last position j in a
+    length-n partner's prefix at which a shared element, at position i of the query's, can still be one of the
+    first two shared elements of a pair with need(m, n) shared elements (i <= m - need + 1, j <= n - need + 1);
+    -1 where none can, or n is not feasible. And, by capped n, whether need(m, n) is 1 (one shared element
+    suffices, so one posting entry makes a candidate)."""
     _, lo, hi = _bounds(m, threshold)
     table = np.full((m, _WIDTH), -1, dtype=np.int64)
+    single = np.zeros(_WIDTH, dtype=bool)
     for n in range(lo, min(hi, _WIDTH - 2) + 1):
         needed = need(m, n, threshold)
-        table[: max(0, m - needed + 1), n] = n - needed
+        table[: max(0, m - needed + 2), n] = n - needed + 1
+        single[n] = needed == 1
     if hi >= _WIDTH - 1:
         table[:, _WIDTH - 1] = 1 << 20  # capped lengths: always a candidate (the exact check decides)
-    return table.ravel()
+        single[_WIDTH - 1] = need(m, _WIDTH - 1, threshold) == 1
+    return table.ravel(), single
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ class SimilarityIndex:
             unseen = len(ranks)  # rarer than anything indexed
             keys = [ranks.get(e, unseen) for e in elements]
         keys.sort(reverse=True)
-        return Prepared(code, keys[: len(keys) - overlap + 1])
+        return Prepared(code, keys[: len(keys) - overlap + 2])
 
     def add(self, text: str, prepared: Prepared | None = None) -> int:
         code, prefix = prepared or self.prepare(text)
@@ -258,14 +263,20 @@ class SimilarityIndex:
         entries = b"".join(hits)
         if not entries:
             return Decision(True)
-        # Vectorised over every (query element at i, posted item with it at j) pair: the length filter and the
-        # positional filter. Both element lists are sorted by one global order, so at the first element two texts
-        # share, at most min(m - i, n - j) shared elements remain; a pair above the threshold needs `need`.
+        # Vectorised over every (query element at i, posted item with it at j) pair: the length filter, the
+        # positional filter and the count. Both element lists are sorted by one global order, so a partner with
+        # `need` >= 2 shared elements has its first two within the first m - need + 2 of the query's and the first
+        # n - need + 2 of its own: it shows up at least twice, each time within those limits (two-element prefix
+        # filtering: far fewer candidates than one shared element when every word is common).
         packed = np.frombuffer(entries, dtype=np.int64)
         items = packed >> 8
         rows = np.repeat(_ROW_STARTS[: len(hits)], list(map(len, hits)))
-        j_limit = _position_table(len(code), self.threshold)[rows + self._capped_lengths[items]]
-        candidates = list(set(items[(packed & 255) <= j_limit].tolist()))
+        table, single = _position_table(len(code), self.threshold)
+        capped = self._capped_lengths[items]
+        valid = (packed & 255) <= table[rows + capped]
+        items, capped = items[valid], capped[valid]
+        enough = np.bincount(items)[items] >= 2
+        candidates = list(set(items[enough | single[capped]].tolist()))
         if not candidates:
             return Decision(True)
         # One C++ pass finds the candidates near the threshold (Indel similarity is 2·LCS/(m+n), the F1 up to

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bootstrap_scale.py --sizes 5000,10000,25000,52445
 
 The dev server runs in its own process on 127.0.0.1 and answers bootstrap prompts at once with its synthetic
-grammar (7 random words from a small vocabulary: the shared words make it the harder case for the filter). One
+grammar (7 random words from a small vocabulary: the shared words make it the harder case for the filter), or with
+`--real` with real instructions, mostly spliced (see `python -m selfinstruct.devserver --splice`). One
 run directory grows from size to size; for each segment this process's CPU time per accepted instruction is
 reported, and where it went: the novelty decision (`find_similar`), the recorded neighbours (`top_k`, and
 `nearest` for text-filter rejects) and the run store.
@@ -13,6 +14,7 @@ reported, and where it went: the novelty decision (`find_similar`), the recorded
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import sys
 import tempfile
@@ -21,10 +23,12 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import aiohttp  # noqa: E402
 from throughput import endpoints  # noqa: E402
 
 from selfinstruct.pipeline import Run  # noqa: E402
 from selfinstruct.similarity import SimilarityIndex  # noqa: E402
+from selfinstruct.stages.bootstrap import encode_prompt  # noqa: E402
 from selfinstruct.store import Store  # noqa: E402
 
 SPENT: Counter[str] = Counter()
@@ -45,6 +49,23 @@ def timed(owner: type, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
+async def _no_op_client(url: str, requests: int, concurrency: int = 64) -> float:
+    """Completions/s of a client that does nothing but send bootstrap prompts and read the answers: the most any
+    client gets from this server on this machine (the server and the machine add their own latency)."""
+    prompt = encode_prompt([f"Describe the thing number {i}." for i in range(8)])
+    body = {"model": "scripted", "prompt": prompt, "max_tokens": 1024, "temperature": 0.7, "top_p": 0.5}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(seed: int) -> None:
+            async with slots, session.post(url + "/completions", json={**body, "seed": seed}) as response:
+                await response.json()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(seed) for seed in range(requests)))
+        return requests / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="5000,10000")
@@ -52,8 +73,8 @@ def main() -> None:
     parser.add_argument(
         "--real",
         action="store_true",
-        help="answer with the 8,475 real instructions of ../shared/data/real-instructions (unique ones run out past "
-        "about 8,000 accepted)",
+        help="answer with real text: the 8,475 instructions of ../shared/data/real-instructions, most of them spliced "
+        "(the head of one joined to the tail of another: real word frequencies, and new text never runs out)",
     )
     args = parser.parse_args()
     timed(SimilarityIndex, "find_similar", "novelty filter")
@@ -65,7 +86,7 @@ def main() -> None:
         files = sorted(str(p) for p in SHARED.glob("*.json"))
         if not files:
             sys.exit(f"no real instructions in {SHARED}: the --real table needs ../shared beside the repository")
-        server += ["--instructions", *files]
+        server += ["--splice", "--instructions", *files]
     with endpoints(server) as (url,), tempfile.TemporaryDirectory() as tmp:
         before, done = 0, 0
         for size in map(int, args.sizes.split(",")):
@@ -84,6 +105,7 @@ def main() -> None:
             accepted = done - before
             rows.append((size, accepted, wall, cpu, dict(SPENT), sent / wall))
             before = done
+        ceiling = asyncio.run(_no_op_client(url, sent)) if args.latency else None
     text = "real instructions" if args.real else "the synthetic grammar"
     print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64, {text}\n")
     print(
@@ -101,6 +123,15 @@ def main() -> None:
             f"| {size:,} | {accepted:,} | {wall:.1f} | {rate:.1f} | {1000 * cpu / max(1, accepted):.2f} | "
             + " | ".join(parts)
             + " |"
+        )
+    if ceiling:
+        ideal = 64 / args.latency
+        size, rate = rows[-1][0], rows[-1][-1]
+        print(
+            f"\nTo {size:,}: {rate:.1f} completions/s, {rate / ideal:.0%} of the ideal {ideal:.0f}/s. A client that "
+            f"only sends and reads ({sent:,} requests, same server, same concurrency) gets {ceiling:.1f}/s "
+            f"({ceiling / ideal:.0%} of the ideal): the bootstrap reaches {rate / ceiling:.0%} of what any client "
+            "gets here."
         )
 
 

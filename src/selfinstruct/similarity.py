@@ -376,11 +376,12 @@ class SimilarityIndex:
 
 
 def _f1(lcs: np.ndarray, m: int, n: np.ndarray) -> np.ndarray:
-    """`f1_from_lcs` elementwise; numpy's IEEE double arithmetic gives the same bits as Python's."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = lcs / n
-        recall = lcs / m
-        f1 = 2 * precision * recall / (precision + recall)
+    """`f1_from_lcs` elementwise; numpy's IEEE double arithmetic gives the same bits as Python's. Where lcs is 0
+    (which covers empty texts) the score is 0; the guards below only keep those entries from dividing by zero."""
+    precision = lcs / np.maximum(n, 1)
+    recall = lcs / max(m, 1)
+    total = precision + recall
+    f1 = 2 * precision * recall / np.where(total > 0, total, 1.0)
     return np.where(lcs > 0, f1, 0.0)
 
 

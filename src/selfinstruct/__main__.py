@@ -1,0 +1,5 @@
+"""`python -m selfinstruct`: the same CLI as the `selfinstruct` command."""
+
+from selfinstruct.cli import cli
+
+cli()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 from rouge_score import tokenize as reference_tokenize
 
-from selfinstruct.similarity import SimilarityIndex, f1_from_lcs, rouge_l, tokenize
+from selfinstruct import similarity
+from selfinstruct.similarity import SimilarityIndex, f1_from_lcs, rouge_l, sequential_filter, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
@@ -212,3 +215,22 @@ def test_top_k_equals_the_full_pass_on_large_pools(pool, queries, k):
         expected = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
         top = index.top_k(query, k)
         assert [(n.index, n.score) for n in top] == [(i, scores[i]) for i in expected]
+
+
+@pytest.mark.parametrize("block", [1, 3, 32])
+def test_sequential_filter_in_runs_decides_like_one_text_at_a_time(monkeypatch, block):
+    """`sequential_filter` screens runs of texts at once (their candidates in one pass, their scores with each
+    other in one call); whatever the run length, every decision and nearest neighbour is the streaming index's."""
+    rng = random.Random(block)
+    words = "the a write poem sea short about story cat dog list three red blue".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(400)]
+    against = texts[:5]
+    monkeypatch.setattr(similarity, "_BLOCK", block)
+    batch = sequential_filter(texts[5:], 0.7, against)
+    index = SimilarityIndex(against)
+    for text, decision in zip(texts[5:], batch, strict=True):
+        streamed = index.find_similar(text)
+        assert decision == streamed
+        if streamed.kept:
+            index.add(text)
+    assert 50 < sum(d.kept for d in batch) < 390  # both kinds of decision, many times

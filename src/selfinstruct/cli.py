@@ -11,34 +11,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from selfinstruct import dedup
-from selfinstruct.config import ConfigError
-from selfinstruct.export import FORMATS, ExportError, atomic_write, push_to_hub
-from selfinstruct.finetune import METHODS, PROMPT_FORMATS, FinetuneError, Settings, finetune
-from selfinstruct.lm import BackendError
-from selfinstruct.lm.engine import BudgetReached, EndpointDown
-from selfinstruct.pipeline import STAGES, Run, RunError
-from selfinstruct.records import InputError
-from selfinstruct.report.html import render
-from selfinstruct.report.stats import compute, request_stats
-from selfinstruct.stages import Report
-from selfinstruct.stages.bootstrap import BarrenBootstrap
-from selfinstruct.store import DB_NAME
+from selfinstruct.export import FORMATS, atomic_write
+from selfinstruct.finetune import METHODS, PROMPT_FORMATS
+
+# The run machinery (pipeline, engine, backends, reports, progress bars) is imported by the commands that use it,
+# so that a quick command such as `dedup` starts in a fraction of the time.
+if TYPE_CHECKING:
+    from selfinstruct.pipeline import Run
+    from selfinstruct.stages import Report
 
 console = Console(stderr=True)
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -50,12 +36,25 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message tells the user what to fix: printed alone, without a traceback."""
+    from selfinstruct.config import ConfigError
+    from selfinstruct.export import ExportError
+    from selfinstruct.lm import BackendError
+    from selfinstruct.lm.engine import EndpointDown
+    from selfinstruct.pipeline import RunError
+    from selfinstruct.records import InputError
+    from selfinstruct.stages.bootstrap import BarrenBootstrap
+
+    return (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError, BarrenBootstrap)
+
+
 def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError, BarrenBootstrap) as e:
+        except _user_errors() as e:  # evaluated only when something was raised
             _fail(str(e))
         except KeyboardInterrupt:
             _fail("interrupted; everything answered so far is stored: run the same command to resume")
@@ -188,6 +187,8 @@ def _overrides(
 
 
 def _open(out: str, config_file: str | None, allow_config_change: bool, retry_failed: bool, **flags: Any) -> Run:
+    from selfinstruct.pipeline import Run
+
     return Run.open(out, _overrides(**flags), config_file, allow_config_change, retry_failed=retry_failed)
 
 
@@ -203,6 +204,8 @@ def _spending(run: Run) -> str:
 
 @contextmanager
 def _progress(run: Run) -> Iterator[Callable[[str], Report]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -229,6 +232,8 @@ BUDGET_EXIT_CODE = 3
 @contextmanager
 def _stopping_at_budget(run: Run) -> Iterator[None]:
     """A spent budget is a clean stop, not an error: show what was done, then exit with code 3."""
+    from selfinstruct.lm.engine import BudgetReached
+
     try:
         yield
     except BudgetReached as e:
@@ -238,6 +243,10 @@ def _stopping_at_budget(run: Run) -> Iterator[None]:
 
 
 def _print_summary(run: Run) -> None:
+    from rich.table import Table
+
+    from selfinstruct.report.stats import request_stats
+
     s = run.summary()
     table = Table(title=f"run {run.store.run_dir}")
     for col in (
@@ -303,6 +312,8 @@ def run(**options: Any) -> None:
 
     Example: selfinstruct run --out runs/demo --num-instructions 20
     """
+    from selfinstruct.pipeline import STAGES
+
     with _open(**options) as r, _stopping_at_budget(r):
         r.engine  # noqa: B018 -- load the model or check the endpoint settings before drawing progress bars
         with _progress(r) as for_stage:
@@ -333,6 +344,9 @@ _stage_command("prepare", "Stage 4: parse and filter the instances (no LM calls;
 
 
 def _open_existing(run_dir: str) -> Run:
+    from selfinstruct.pipeline import Run, RunError
+    from selfinstruct.store import DB_NAME
+
     if not (Path(run_dir) / DB_NAME).exists():
         raise RunError(f"{run_dir} is not a run directory (no {DB_NAME}); create one with `selfinstruct run`")
     return Run.open(run_dir)
@@ -371,6 +385,8 @@ def export_command(run_dir: str, output: str | None, formats: tuple[str, ...], r
 
     Example: selfinstruct export runs/demo --output data/ --format alpaca --format openai-chat
     """
+    from selfinstruct.export import push_to_hub
+
     r = _open_existing(run_dir)
     counts = r.export(output, FORMATS if "all" in formats else formats)
     for name, n in counts.items():
@@ -387,6 +403,10 @@ def stats_command(run_dir: str) -> None:
 
     Example: selfinstruct stats runs/demo
     """
+    from rich.table import Table
+
+    from selfinstruct.report.stats import compute
+
     stats = compute(_open_existing(run_dir).store)
     out = Console()
     table1 = Table(title="Statistics (the paper's Table 1)")
@@ -421,6 +441,8 @@ def report_command(run_dir: str, output: str | None) -> None:
 
     Example: selfinstruct report runs/demo --output report.html
     """
+    from selfinstruct.report.html import render
+
     r = _open_existing(run_dir)
     target = Path(output) if output else r.store.run_dir / "report.html"
     atomic_write(target, render(r.store))
@@ -560,6 +582,18 @@ def finetune_command(
 
         selfinstruct finetune runs/demo --output models/demo --epochs 2
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from selfinstruct.finetune import FinetuneError, Settings, finetune
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -685,6 +719,8 @@ def evaluate_command(
       selfinstruct evaluate --predictions base.jsonl tuned.jsonl --output scores.json
       selfinstruct evaluate --model base.gguf --model runs/ft/merged --out runs/eval --judge llamacpp
     """
+    from rich.table import Table
+
     from selfinstruct import evaluate as ev
     from selfinstruct.config import LMConfig
 

@@ -10,15 +10,19 @@ Speed. A pair can only score above threshold t if L >= need(m, n), the smallest 
 (less a margin of 1e-9, so that every float tie stays a candidate). Since L <= min(m, n), that bounds the
 lengths a query can match. Since L is at most the overlap of the two token multisets, prefix filtering applies:
 view each text as a set of elements (the k-th repeat of a token is its own element), sort the elements by one
-global order, rarest first; two sets sharing at least `a` elements share one among the first |x|-a+1 of each.
-So each indexed item posts only its prefix (sized for the smallest overlap any partner could need), a query
-probes only with its own prefix, and a positional filter drops pairs whose first shared element comes too late
-to leave room for `need` shared elements. Only the surviving candidates get an LCS, all in one C++ call. Every
-item scoring above t survives the filters, so the result is exact.
+global order, rarest first; two sets sharing at least `a` >= 2 elements share two among the first |x|-a+2 of
+each (two-element prefix filtering: when every word is common, sharing one element says little, sharing two a
+lot). So each indexed item posts only its prefix (sized for the smallest overlap any partner could need), a
+query probes only with its own prefix, and a candidate must show up twice within positional limits that leave
+room for `need` shared elements. Only the surviving candidates get an LCS, in one C++ call. Every item scoring
+above t survives the filters, so the result is exact.
 
-The global order is the elements' frequency in the corpus when it is known in advance (`sequential_filter`);
-a streaming index (the bootstrap stage) ranks elements by first sight, later taken as rarer: common words show
-up early, and any fixed order is correct, only slower.
+The global order is the elements' frequency in the corpus when it is known in advance (`sequential_filter`,
+which also screens runs of texts at once); a streaming index (the bootstrap stage) ranks elements by first
+sight, later taken as rarer: common words show up early, and any fixed order is correct, only slower.
+
+`top_k` (the neighbours recorded for each accepted instruction) bounds each item's score by its token overlap
+and scores only the items whose bound can reach the k-th best.
 """
 
 from __future__ import annotations
@@ -100,32 +104,11 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
     return need(m, lo, threshold), lo, hi
 
 
-_WIDTH = 256  # lengths are looked up capped at _WIDTH - 1, which stands for "this long or longer"
 _BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound (later batches double)
-
-
+_BLOCK = 32  # texts `sequential_filter` screens against the index at once
 _EMPTY = array("q")
-_ROW_STARTS = np.arange(0, 1 << 24, _WIDTH, dtype=np.int64)  # i * _WIDTH for query positions i
-
-
-@lru_cache(maxsize=4096)
-def _position_table(m: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """For a length-m query: a flat table indexed by i * _WIDTH + min(n, _WIDTH - 1), the last position j in a
-    length-n partner's prefix at which a shared element, at position i of the query's, can still be one of the
-    first two shared elements of a pair with need(m, n) shared elements (i <= m - need + 1, j <= n - need + 1);
-    -1 where none can, or n is not feasible. And, by capped n, whether need(m, n) is 1 (one shared element
-    suffices, so one posting entry makes a candidate)."""
-    _, lo, hi = _bounds(m, threshold)
-    table = np.full((m, _WIDTH), -1, dtype=np.int64)
-    single = np.zeros(_WIDTH, dtype=bool)
-    for n in range(lo, min(hi, _WIDTH - 2) + 1):
-        needed = need(m, n, threshold)
-        table[: max(0, m - needed + 2), n] = n - needed + 1
-        single[n] = needed == 1
-    if hi >= _WIDTH - 1:
-        table[:, _WIDTH - 1] = 1 << 20  # capped lengths: always a candidate (the exact check decides)
-        single[_WIDTH - 1] = need(m, _WIDTH - 1, threshold) == 1
-    return table.ravel(), single
+_CHARS = 1 << 21  # above every code point: element = character + repeat * _CHARS
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -160,10 +143,9 @@ class SimilarityIndex:
         self.texts: list[str] = []
         self._codes: list[str] = []
         self._length_list: list[int] = []
-        self._capped_lengths = np.zeros(1024, dtype=np.int64)  # for the vectorised filter
-        self._lengths = np.zeros(1024, dtype=np.float64)  # token counts, for `top_k`
+        self._lengths = np.zeros(1024, dtype=np.int64)  # token counts, for the vectorised filters
         self._chars: dict[str, str] = {}  # token -> its character in codes
-        # Element -> rank; a higher rank is rarer. Without `_fix_order`, ranks follow first sight (later is taken
+        # Element -> rank; a higher rank is rarer. Without `_prepare_all`, ranks follow first sight (later is taken
         # as rarer: common words show up early, so that approximates the frequency order).
         self._ranks: dict[str, int] = {}
         # Element rank -> packed (item << 8 | position of the element in the item's prefix).
@@ -180,6 +162,10 @@ class SimilarityIndex:
 
     def _code(self, tokens: list[str]) -> str:
         chars = self._chars
+        try:
+            return "".join(map(chars.__getitem__, tokens))  # the usual case: every token seen before
+        except KeyError:
+            pass
         for t in tokens:
             if t not in chars:
                 n = len(chars) + 0x100  # skip the control characters and the surrogate block (room: ~1.1M tokens)
@@ -188,25 +174,46 @@ class SimilarityIndex:
 
     @staticmethod
     def _elements(code: str) -> list[str]:
-        """The text as a set: the k-th repeat of a token is the element char*k (k times the
-        character), so the size of the intersection
-        of two element sets is the overlap of the two token multisets. (Order does not matter: it is a set.)"""
-        if len(set(code)) == len(code):
+        """The text as a set: the k-th repeat of a token is the element char*k (k times the character), so the
+        size of the intersection of two element sets is the overlap of the two token multisets. (Order does not
+        matter: it is a set.)"""
+        distinct = dict.fromkeys(code)  # ordered, so that first-sight ranks do not depend on hashing
+        if len(distinct) == len(code):
             return list(code)
-        seen: dict[str, int] = {}
-        elements = []
-        for c in code:
-            k = seen.get(c, 0) + 1
-            seen[c] = k
-            elements.append(c * k)
-        return elements
+        repeats = [c * k for c, n in Counter(code).items() if n > 1 for k in range(2, n + 1)]
+        return [*distinct, *repeats]
 
-    def _fix_order(self, element_lists: Iterable[list[str]]) -> None:
-        """Rank elements by their frequency in `element_lists` (e.g. a whole corpus about to be filtered): rare
-        elements first make postings short. Only on an empty index."""
+    def _prepare_all(self, codes: list[str]) -> list[Prepared]:
+        """`_prepare` for a whole corpus known in advance (e.g. about to be filtered), on an empty index: elements
+        are ranked by their frequency in it (rare elements first make postings short), in a few vectorised passes
+        rather than a Python loop per token."""
         assert not self.texts, "the order of an index that holds items cannot change"
-        counts = Counter(e for elements in element_lists for e in elements)
-        self._ranks = {element: rank for rank, (element, _) in enumerate(counts.most_common())}
+        lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
+        chars = np.frombuffer("".join(codes).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        # Each text's tokens, sorted (a text is a set of elements: order does not matter). The k-th repeat of a
+        # token in a text is its own element (see `_elements`): number the repeats.
+        pairs = np.sort(np.repeat(np.arange(len(codes)), lengths) * _CHARS + chars)
+        starts = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
+        repeat = np.arange(len(pairs)) - np.repeat(starts, np.diff(np.r_[starts, len(pairs)]))
+        text = pairs // _CHARS
+        elements, inverse, counts = np.unique(pairs % _CHARS + repeat * _CHARS, return_inverse=True, return_counts=True)
+        # Rank 0 for the most common element, the highest for the rarest (ties: by element).
+        rank_of = np.empty(len(elements), dtype=np.int64)
+        rank_of[np.lexsort((elements, -counts))] = np.arange(len(elements))
+        self._ranks = {
+            chr(e % _CHARS) * (e // _CHARS + 1): r for e, r in zip(elements.tolist(), rank_of.tolist(), strict=True)
+        }
+        top = len(elements)
+        ranks = top - 1 - np.sort(text * top + (top - 1 - rank_of[inverse])) % top  # per text, rarest first
+        # Each text's prefix: its ranks, rarest first, as many as `_prepare` keeps.
+        sizes = []
+        for m in lengths.tolist():
+            overlap = _bounds(m, self.threshold)[0]
+            sizes.append(min(m, m - overlap + 2) if overlap else 0)
+        within = np.arange(len(ranks)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        chosen = ranks[within < np.repeat(sizes, lengths)].tolist()
+        bounds = np.cumsum(sizes).tolist()
+        return [Prepared(code, chosen[end - size : end]) for code, size, end in zip(codes, sizes, bounds, strict=True)]
 
     def prepare(self, text: str, grow: bool = True) -> Prepared:
         """`grow`: give elements never seen fresh ranks (needed to index the text; a query without it is
@@ -220,7 +227,10 @@ class SimilarityIndex:
             return Prepared(code, [])
         ranks = self._ranks
         if grow:
-            keys = [ranks.setdefault(e, len(ranks)) for e in elements]
+            try:
+                keys = list(map(ranks.__getitem__, elements))  # every element already ranked: no growth
+            except KeyError:
+                keys = [ranks.setdefault(e, len(ranks)) for e in elements]
         else:
             unseen = len(ranks)  # rarer than anything indexed
             keys = [ranks.get(e, unseen) for e in elements]
@@ -233,18 +243,17 @@ class SimilarityIndex:
         self.texts.append(text)
         self._codes.append(code)
         self._length_list.append(len(code))
-        if index == len(self._capped_lengths):
-            self._capped_lengths = np.resize(self._capped_lengths, 2 * index)
+        if index == len(self._lengths):
             self._lengths = np.resize(self._lengths, 2 * index)
-        self._capped_lengths[index] = min(len(code), _WIDTH - 1)
         self._lengths[index] = len(code)
         if self._holders is not None:
             self._hold(index)
-        postings = self._postings
+        postings, base = self._postings, index << 8
         for position, rank in enumerate(prefix):
-            if rank not in postings:
-                postings[rank] = array("q")
-            postings[rank].append(index << 8 | min(position, 255))  # a capped position only loosens the bound
+            posting = postings.get(rank)
+            if posting is None:
+                posting = postings[rank] = array("q")
+            posting.append(base | min(position, 255))  # a capped position only loosens the bound
         return index
 
     def _hold(self, index: int) -> None:
@@ -257,34 +266,55 @@ class SimilarityIndex:
 
     def find_similar(self, text: str, prepared: Prepared | None = None) -> Decision:
         """Whether `text` scores above the threshold against any item, and if so the most similar one."""
-        code, prefix = prepared or self.prepare(text, grow=False)
+        prepared = prepared or self.prepare(text, grow=False)
+        best = self._best(prepared.code, self._candidates([prepared])[0])
+        return Decision(True) if best is None else Decision(False, Neighbour(best[1], self.texts[best[1]], best[0]))
+
+    def _candidates(self, queries: Sequence[Prepared]) -> list[np.ndarray]:
+        """For each query, the items that may score above the threshold with it (every one that does is there).
+
+        Vectorised over every (query element at i, posted item with it at j) pair: the length filter, the
+        positional filter and the count. Both element lists are sorted by one global order, so a partner with
+        `need` >= 2 shared elements has its first two within the first m - need + 2 of the query's and the first
+        n - need + 2 of its own: it shows up at least twice, each time within those limits (two-element prefix
+        filtering: far fewer candidates than one shared element when every word is common)."""
         postings = self._postings
-        hits = [postings.get(rank, _EMPTY) for rank in prefix]
+        hits = [postings.get(rank, _EMPTY) for query in queries for rank in query.prefix]
         entries = b"".join(hits)
         if not entries:
-            return Decision(True)
-        # Vectorised over every (query element at i, posted item with it at j) pair: the length filter, the
-        # positional filter and the count. Both element lists are sorted by one global order, so a partner with
-        # `need` >= 2 shared elements has its first two within the first m - need + 2 of the query's and the first
-        # n - need + 2 of its own: it shows up at least twice, each time within those limits (two-element prefix
-        # filtering: far fewer candidates than one shared element when every word is common).
+            return [_NONE] * len(queries)
         packed = np.frombuffer(entries, dtype=np.int64)
-        items = packed >> 8
-        rows = np.repeat(_ROW_STARTS[: len(hits)], list(map(len, hits)))
-        table, single = _position_table(len(code), self.threshold)
-        capped = self._capped_lengths[items]
-        valid = (packed & 255) <= table[rows + capped]
-        items, capped = items[valid], capped[valid]
-        enough = np.bincount(items)[items] >= 2
-        candidates = list(set(items[enough | single[capped]].tolist()))
-        if not candidates:
-            return Decision(True)
+        counts = np.fromiter(map(len, hits), dtype=np.int64, count=len(hits))
+        sizes = [len(query.prefix) for query in queries]
+        # Per entry: its query, the query's length m, the element's position i in the query's prefix.
+        owner = np.repeat(np.repeat(np.arange(len(queries)), sizes), counts)
+        m = np.repeat(np.repeat([len(query.code) for query in queries], sizes), counts)
+        starts = np.cumsum(sizes) - sizes
+        i = np.repeat(np.arange(len(hits)) - np.repeat(starts, sizes), counts)
+        items, j = packed >> 8, packed & 255  # a position is stored capped at 255, which only loosens the check
+        n = self._lengths[items]
+        needed = np.maximum(1, np.ceil((self.threshold - _MARGIN) * (m + n) / 2))  # `need`, bit for bit
+        valid = (needed <= np.minimum(m, n)) & (i <= m - needed + 1) & (j <= n - needed + 1)
+        # A (query, item) pair is a candidate with two valid entries, or one where a single shared token suffices.
+        keys = owner[valid] * len(self.texts) + items[valid]
+        weight = np.where(needed[valid] == 1, 2, 1)
+        keys, inverse = np.unique(keys, return_inverse=True)
+        keys = keys[np.bincount(inverse, weights=weight) >= 2]
+        bounds = np.searchsorted(keys, np.arange(len(queries) + 1) * len(self.texts))
+        return [keys[bounds[q] : bounds[q + 1]] - q * len(self.texts) for q in range(len(queries))]
+
+    def _best(self, code: str, candidates: np.ndarray) -> tuple[float, int] | None:
+        """(score, item) of the candidate most similar to `code` (among equals the earliest) if it scores above
+        the threshold, else None."""
+        if not len(candidates):
+            return None
         # One C++ pass finds the candidates near the threshold (Indel similarity is 2·LCS/(m+n), the F1 up to
         # float rounding, hence the margin); only those get the exact score.
+        candidates = candidates.tolist()
         m, codes, lengths = len(code), self._codes, self._length_list
         near = process.extract(
             code,
-            [codes[c] for c in candidates],
+            list(map(codes.__getitem__, candidates)),
             scorer=Indel.normalized_similarity,
             # rapidfuzz turns a normalised cutoff into an integer distance with rounding that can drop a pair
             # exactly at the cutoff (0.8 with cutoff 0.8), so the cutoff sits well below the threshold.
@@ -292,7 +322,7 @@ class SimilarityIndex:
             limit=None,
         )
         if not near:
-            return Decision(True)
+            return None
         # `near` is sorted best first; only the items within float noise of the best can hold the exact maximum.
         top = near[0][1] - _MARGIN
         exact = sorted(
@@ -301,9 +331,7 @@ class SimilarityIndex:
             if score >= top
         )
         score, c = -exact[0][0], exact[0][1]  # the best; among equals, the earliest item
-        if score > self.threshold:
-            return Decision(False, Neighbour(c, self.texts[c], score))
-        return Decision(True)
+        return (score, c) if score > self.threshold else None
 
     def _scores(self, text: str) -> np.ndarray:
         code = self._code(self.tokenize(text))
@@ -391,16 +419,45 @@ def sequential_filter(
     """The Self-Instruct novelty filter: each text, in order, is kept when its ROUGE-L F1 to every `against`
     text and to every text kept before it is at most `threshold`. One decision per text, in order."""
     index = SimilarityIndex((), threshold, tokenizer)
-    codes = [index._code(index.tokenize(t)) for t in [*against, *texts]]
-    elements = [index._elements(code) for code in codes]
-    index._fix_order(elements)
-    prepared = [index._prepare(code, e, grow=True) for code, e in zip(codes, elements, strict=True)]
+    prepared = index._prepare_all([index._code(index.tokenize(t)) for t in [*against, *texts]])
     for text, p in zip(against, prepared, strict=False):
         index.add(text, p)
-    decisions = []
-    for text, p in zip(texts, prepared[len(against) :], strict=True):
-        decision = index.find_similar(text, p)
-        if decision.kept:
-            index.add(text, p)
-        decisions.append(decision)
+    decisions: list[Decision] = []
+    texts, prepared = list(texts), prepared[len(against) :]
+    for start in range(0, len(texts), _BLOCK):
+        decisions += _filter_block(index, texts[start : start + _BLOCK], prepared[start : start + _BLOCK])
+    return decisions
+
+
+def _filter_block(index: SimilarityIndex, texts: list[str], prepared: list[Prepared]) -> list[Decision]:
+    """`sequential_filter` for a run of texts: their candidates in the index found in one vectorised pass, their
+    scores with each other in one C++ call; then each decided in order, against the index and the texts of the
+    run kept before it (which join the index as they are kept, after every item already there)."""
+    candidates = index._candidates(prepared)
+    codes = [p.code for p in prepared]
+    # Pairs near the threshold (Indel similarity is the F1 up to float rounding, see `_best`), then their exact F1.
+    near = process.cdist(
+        codes, codes, scorer=Indel.normalized_similarity, score_cutoff=max(0.0, index.threshold - 1e-6)
+    )
+    scores = np.zeros(near.shape)
+    for q, r in zip(*np.nonzero(near), strict=True):
+        if r < q:
+            lcs = LCSseq.similarity(codes[q], codes[r])
+            scores[q, r] = f1_from_lcs(lcs, len(codes[q]), len(codes[r]))
+    close = scores > index.threshold
+    decisions: list[Decision] = []
+    kept = np.zeros(len(texts), dtype=bool)
+    numbers = np.zeros(len(texts), dtype=np.int64)  # index numbers of the run's kept texts
+    for q, (text, p) in enumerate(zip(texts, prepared, strict=True)):
+        best = index._best(p.code, candidates[q])
+        earlier = np.flatnonzero(close[q, :q] & kept[:q])
+        if len(earlier):  # the run's kept texts come after every indexed item: they win only with a higher score
+            r = int(earlier[np.argmax(scores[q, earlier])])  # the first of the best
+            if best is None or scores[q, r] > best[0]:
+                best = (float(scores[q, r]), int(numbers[r]))
+        if best is None:
+            kept[q], numbers[q] = True, index.add(text, p)
+            decisions.append(Decision(True))
+        else:
+            decisions.append(Decision(False, Neighbour(best[1], index.texts[best[1]], best[0])))
     return decisions

@@ -11,7 +11,7 @@ from rouge_score import rouge_scorer
 from rouge_score import tokenize as reference_tokenize
 
 from selfinstruct import similarity
-from selfinstruct.similarity import SimilarityIndex, f1_from_lcs, rouge_l, sequential_filter, tokenize
+from selfinstruct.similarity import SimilarityIndex, f1_from_lcs, need, rouge_l, sequential_filter, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
@@ -234,3 +234,11 @@ def test_sequential_filter_in_runs_decides_like_one_text_at_a_time(monkeypatch, 
         if streamed.kept:
             index.add(text)
     assert 50 < sum(d.kept for d in batch) < 390  # both kinds of decision, many times
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.3, 0.5, 0.7, 0.75, 0.8, 1.0])
+def test_the_vectorised_need_is_need_bit_for_bit(threshold):
+    # The filters look `need` up by m + n in a table computed with numpy; a single different entry would drop a
+    # pair the reference rejects, or waste a check.
+    table = SimilarityIndex(threshold=threshold)._need_by_sum(700)
+    assert all(table[m + n] == need(m, n, threshold) for m in range(350) for n in range(0, 350, 7))

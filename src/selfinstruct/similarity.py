@@ -106,6 +106,7 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
 
 _BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound (later batches double)
 _BLOCK = 32  # texts `sequential_filter` screens against the index at once
+_DENSE = 1 << 18  # `_candidates` counts pairs in an array up to this many (queries x items), else sorts them
 _EMPTY = array("q")
 _CHARS = 1 << 21  # above every code point: element = character + repeat * _CHARS
 _NONE = np.zeros(0, dtype=np.int64)
@@ -144,6 +145,7 @@ class SimilarityIndex:
         self._codes: list[str] = []
         self._length_list: list[int] = []
         self._lengths = np.zeros(1024, dtype=np.int64)  # token counts, for the vectorised filters
+        self._needs = np.zeros(0, dtype=np.int64)  # see _need_by_sum
         self._chars: dict[str, str] = {}  # token -> its character in codes
         # Element -> rank; a higher rank is rarer. Without `_prepare_all`, ranks follow first sight (later is taken
         # as rarer: common words show up early, so that approximates the frequency order).
@@ -293,15 +295,26 @@ class SimilarityIndex:
         i = np.repeat(np.arange(len(hits)) - np.repeat(starts, sizes), counts)
         items, j = packed >> 8, packed & 255  # a position is stored capped at 255, which only loosens the check
         n = self._lengths[items]
-        needed = np.maximum(1, np.ceil((self.threshold - _MARGIN) * (m + n) / 2))  # `need`, bit for bit
-        valid = (needed <= np.minimum(m, n)) & (i <= m - needed + 1) & (j <= n - needed + 1)
+        needed = self._need_by_sum(int(m.max()) + int(n.max()))[m + n]
+        # i <= m - need + 1 and j <= n - need + 1, and need <= min(m, n) (the lengths can match at all).
+        valid = (np.maximum(i, 1) + needed <= m + 1) & (np.maximum(j, 1) + needed <= n + 1)
         # A (query, item) pair is a candidate with two valid entries, or one where a single shared token suffices.
         keys = owner[valid] * len(self.texts) + items[valid]
         weight = np.where(needed[valid] == 1, 2, 1)
-        keys, inverse = np.unique(keys, return_inverse=True)
-        keys = keys[np.bincount(inverse, weights=weight) >= 2]
+        if len(queries) * len(self.texts) <= _DENSE:  # a count per possible pair: cheaper than sorting
+            keys = np.flatnonzero(np.bincount(keys, weights=weight) >= 2)
+        else:
+            keys, inverse = np.unique(keys, return_inverse=True)
+            keys = keys[np.bincount(inverse, weights=weight) >= 2]
         bounds = np.searchsorted(keys, np.arange(len(queries) + 1) * len(self.texts))
         return [keys[bounds[q] : bounds[q + 1]] - q * len(self.texts) for q in range(len(queries))]
+
+    def _need_by_sum(self, longest: int) -> np.ndarray:
+        """need(m, n) by m + n (it depends on nothing else), for sums up to at least `longest`."""
+        if len(self._needs) <= longest:
+            sums = np.arange(max(2 * longest, 512))
+            self._needs = np.maximum(1, np.ceil((self.threshold - _MARGIN) * sums / 2)).astype(np.int64)  # `need`
+        return self._needs
 
     def _best(self, code: str, candidates: np.ndarray) -> tuple[float, int] | None:
         """(score, item) of the candidate most similar to `code` (among equals the earliest) if it scores above

@@ -88,7 +88,7 @@ def main() -> None:
             sys.exit(f"no real instructions in {SHARED}: the --real table needs ../shared beside the repository")
         server += ["--splice", "--instructions", *files]
     with endpoints(server) as (url,), tempfile.TemporaryDirectory() as tmp:
-        before, done = 0, 0
+        before, done, judged_before = 0, 0, 0
         for size in map(int, args.sizes.split(",")):
             settings = {
                 "num_instructions": size,
@@ -101,28 +101,30 @@ def main() -> None:
                 run.bootstrap()
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 done = len(run.store.accepted("machine"))
+                judged = done + sum(run.store.reject_reasons().values())
                 sent = run.store.next_sample_index("bootstrap") - sent
             accepted = done - before
-            rows.append((size, accepted, wall, cpu, dict(SPENT), sent / wall))
-            before = done
+            rows.append(
+                (size, accepted, (judged - judged_before) / max(1, accepted), wall, cpu, dict(SPENT), sent / wall)
+            )
+            before, judged_before = done, judged
         ceiling = asyncio.run(_no_op_client(url, sent)) if args.latency else None
     text = "real instructions" if args.real else "the synthetic grammar"
     print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64, {text}\n")
     print(
-        "| pool reached | accepted in segment | wall s | completions/s | CPU ms per accepted | filter | neighbours |",
+        "| pool reached | accepted in segment | candidates per accepted | wall s | completions/s |",
         end="",
     )
-    print(" store |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, accepted, wall, cpu, spent, rate in rows:
+    print(" CPU ms per accepted | filter | neighbours | store |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, accepted, per_accepted, wall, cpu, spent, rate in rows:
         parts = [
             f"{1000 * spent.get(label, 0.0) / max(1, accepted):.2f}"
             for label in ("novelty filter", "neighbours", "store")
         ]
         print(
-            f"| {size:,} | {accepted:,} | {wall:.1f} | {rate:.1f} | {1000 * cpu / max(1, accepted):.2f} | "
-            + " | ".join(parts)
-            + " |"
+            f"| {size:,} | {accepted:,} | {per_accepted:.2f} | {wall:.1f} | {rate:.1f} | "
+            f"{1000 * cpu / max(1, accepted):.2f} | " + " | ".join(parts) + " |"
         )
     if ceiling:
         ideal = 64 / args.latency

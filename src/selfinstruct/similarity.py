@@ -105,11 +105,31 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
 
 
 _BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound (later batches double)
+_WIDTH = 256  # `_position_table` looks lengths up capped at _WIDTH - 1, which stands for "this long or longer"
 _BLOCK = 32  # texts `sequential_filter` screens against the index at once
 _DENSE = 1 << 18  # `_candidates` counts pairs in an array up to this many (queries x items), else sorts them
 _EMPTY = array("q")
+_ROW_STARTS = np.arange(0, 1 << 24, _WIDTH, dtype=np.int64)  # i * _WIDTH for query positions i
 _CHARS = 1 << 21  # above every code point: element = character + repeat * _CHARS
 _NONE = np.zeros(0, dtype=np.int64)
+
+
+@lru_cache(maxsize=4096)
+def _position_table(m: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """`_candidates`' checks for one length-m query, as a table: indexed by i * _WIDTH + min(n, _WIDTH - 1), the
+    last usable position j in a length-n partner's prefix (n - need + 1 where i <= m - need + 1 and n can match at
+    all, else -1); and, by capped n, whether need(m, n) is 1."""
+    _, lo, hi = _bounds(m, threshold)
+    table = np.full((m, _WIDTH), -1, dtype=np.int64)
+    single = np.zeros(_WIDTH, dtype=bool)
+    for n in range(lo, min(hi, _WIDTH - 2) + 1):
+        needed = need(m, n, threshold)
+        table[: max(0, m - needed + 2), n] = n - needed + 1
+        single[n] = needed == 1
+    if hi >= _WIDTH - 1:
+        table[:, _WIDTH - 1] = 1 << 20  # capped lengths: always a candidate (the exact check decides)
+        single[_WIDTH - 1] = need(m, _WIDTH - 1, threshold) == 1
+    return table.ravel(), single
 
 
 @dataclass(frozen=True)
@@ -286,6 +306,16 @@ class SimilarityIndex:
         if not entries:
             return [_NONE] * len(queries)
         packed = np.frombuffer(entries, dtype=np.int64)
+        items, j = packed >> 8, packed & 255  # a position is stored capped at 255, which only loosens the check
+        if len(queries) == 1:  # the streaming case (one candidate at a time): the checks from a cached table
+            table, single = _position_table(len(queries[0].code), self.threshold)
+            capped = np.minimum(self._lengths[items], _WIDTH - 1)
+            rows = np.repeat(_ROW_STARTS[: len(hits)], list(map(len, hits)))
+            valid = j <= table[rows + capped]
+            items, once = items[valid], single[capped[valid]]
+            total = len(self.texts)
+            seen = np.bincount(items, minlength=total) + np.bincount(items[once], minlength=total)
+            return [np.flatnonzero(seen >= 2)]
         counts = np.fromiter(map(len, hits), dtype=np.int64, count=len(hits))
         sizes = [len(query.prefix) for query in queries]
         # Per entry: its query, the query's length m, the element's position i in the query's prefix.
@@ -293,7 +323,6 @@ class SimilarityIndex:
         m = np.repeat(np.repeat([len(query.code) for query in queries], sizes), counts)
         starts = np.cumsum(sizes) - sizes
         i = np.repeat(np.arange(len(hits)) - np.repeat(starts, sizes), counts)
-        items, j = packed >> 8, packed & 255  # a position is stored capped at 255, which only loosens the check
         n = self._lengths[items]
         needed = self._need_by_sum(int(m.max()) + int(n.max()))[m + n]
         # i <= m - need + 1 and j <= n - need + 1, and need <= min(m, n) (the lengths can match at all).

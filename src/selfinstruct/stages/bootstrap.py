@@ -302,7 +302,10 @@ class Bootstrapper:
         spp = self.config.bootstrap.samples_per_prompt
         self.first = self.next = -(-self.store.next_sample_index(STAGE) // spp) * spp
         self.initial = (len(self.machine), self.answered)
-        await run_all(self.engine, (self._worker() for _ in range(self.engine.concurrency)))
+        # Twice as many workers as slots: while one stores and judges its answer, another already holds the slot it
+        # freed and sends (the engine bounds what is in flight; `_next_number` counts the waiting ones as in flight).
+        workers = 2 * self.engine.concurrency
+        await run_all(self.engine, (self._worker() for _ in range(workers)), limit=workers)
 
 
 async def bootstrap(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:

@@ -1,5 +1,5 @@
 """`python -m selfinstruct`: the same CLI as the `selfinstruct` command."""
 
-from selfinstruct.cli import cli
+from selfinstruct.cli import main
 
-cli()
+main()

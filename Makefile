@@ -13,15 +13,21 @@ LLAMA_CPP := llama-cpp-python==0.3.36
 
 .PHONY: install demo test lint browser screenshot clean
 
-$(VENV)/.installed: pyproject.toml
+# The demo needs only the package and its own dependencies (llama.cpp and the embedded model among them); the
+# tests add the dev extra (torch, transformers, TRL and PEFT for the other backends and fine-tuning, pytest...).
+$(VENV)/.installed-core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-cache-dir '$(LLAMA_CPP)'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-core
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.installed-core
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions 20
 
 lint: install

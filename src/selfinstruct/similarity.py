@@ -289,7 +289,10 @@ class SimilarityIndex:
     def find_similar(self, text: str, prepared: Prepared | None = None) -> Decision:
         """Whether `text` scores above the threshold against any item, and if so the most similar one."""
         prepared = prepared or self.prepare(text, grow=False)
-        best = self._best(prepared.code, self._candidates([prepared])[0])
+        return self._decision(self._best(prepared.code, self._candidates([prepared])[0]))
+
+    def _decision(self, best: tuple[float, int] | None) -> Decision:
+        """Kept without a (score, item) above the threshold; else rejected, naming that item."""
         return Decision(True) if best is None else Decision(False, Neighbour(best[1], self.texts[best[1]], best[0]))
 
     def _candidates(self, queries: Sequence[Prepared]) -> list[np.ndarray]:
@@ -482,10 +485,8 @@ def _filter_block(index: SimilarityIndex, texts: list[str], prepared: list[Prepa
         codes, codes, scorer=Indel.normalized_similarity, score_cutoff=max(0.0, index.threshold - 1e-6)
     )
     scores = np.zeros(near.shape)
-    for q, r in zip(*np.nonzero(near), strict=True):
-        if r < q:
-            lcs = LCSseq.similarity(codes[q], codes[r])
-            scores[q, r] = f1_from_lcs(lcs, len(codes[q]), len(codes[r]))
+    for q, r in zip(*np.nonzero(np.tril(near, -1)), strict=True):  # each text against the run's earlier ones
+        scores[q, r] = f1_from_lcs(LCSseq.similarity(codes[q], codes[r]), len(codes[q]), len(codes[r]))
     close = scores > index.threshold
     decisions: list[Decision] = []
     kept = np.zeros(len(texts), dtype=bool)
@@ -499,7 +500,5 @@ def _filter_block(index: SimilarityIndex, texts: list[str], prepared: list[Prepa
                 best = (float(scores[q, r]), int(numbers[r]))
         if best is None:
             kept[q], numbers[q] = True, index.add(text, p)
-            decisions.append(Decision(True))
-        else:
-            decisions.append(Decision(False, Neighbour(best[1], index.texts[best[1]], best[0])))
+        decisions.append(index._decision(best))
     return decisions

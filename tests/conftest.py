@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from selfinstruct.config import Sampling
-from selfinstruct.devserver import scripted_completion
 from selfinstruct.lm import BackendError, Completion
+from selfinstruct.lm import scripted as scripted_backend
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -24,10 +24,8 @@ class Interrupt(BaseException):
     """Stands in for a SIGKILL in tests that interrupt a run in-process (not caught by `except Exception`)."""
 
 
-class ScriptedLM:
+class ScriptedLM(scripted_backend.ScriptedLM):
     """Answers like a cooperative model. `calls` counts each (prompt, seed) sent; `fail` decides faults."""
-
-    model_id = "scripted"
 
     def __init__(
         self,
@@ -35,11 +33,11 @@ class ScriptedLM:
         interrupt_after: int | None = None,
         classify_answer: str | None = None,
     ) -> None:
+        super().__init__(classify_answer=classify_answer)
         self.calls: Counter[tuple[str, int]] = Counter()
         self.sent = 0
         self.fail = fail
         self.interrupt_after = interrupt_after
-        self.classify_answer = classify_answer
 
     async def complete(self, prompt: str, sampling: Sampling, seed: int) -> Completion:
         if self.interrupt_after is not None and self.sent >= self.interrupt_after:
@@ -48,11 +46,7 @@ class ScriptedLM:
         self.calls[(prompt, seed)] += 1
         if self.fail and (error := self.fail(prompt, self.sent)):
             raise error
-        text, finish = scripted_completion(prompt, seed, self.classify_answer)
-        return Completion(text, finish, len(prompt.split()), len(text.split()))
-
-    async def aclose(self) -> None:
-        pass
+        return await super().complete(prompt, sampling, seed)
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def test_the_cli_reports_a_barren_bootstrap_as_one_clear_error(tmp_path: Path, m
     from selfinstruct import pipeline
     from selfinstruct.cli import cli
 
-    monkeypatch.setattr(pipeline, "create_backends", lambda lm, seed: [FixedBootstrapLM(" Go now.")])
+    monkeypatch.setattr(pipeline, "create_backends", lambda lm, seed, ray=None: [FixedBootstrapLM(" Go now.")])
     config = tmp_path / "c.toml"
     config.write_text("[bootstrap]\nmax_barren_requests = 3\n")
     result = CliRunner().invoke(cli, ["bootstrap", "--out", str(tmp_path / "run"), "--config", str(config)])

@@ -16,7 +16,7 @@ from selfinstruct.lm import Completion, Prompt, fold_system
 from selfinstruct.lm.engine import EndpointDown
 from selfinstruct.pipeline import Run
 from selfinstruct.stages import load_chat_prompt
-from selfinstruct.store import DB_NAME
+from selfinstruct.store import DB_NAME, MIGRATIONS
 
 GOOD_TASKS = "1. Write a haiku about a quiet harbor at dawn.\n2. List three ways to reuse glass jars at home."
 
@@ -133,6 +133,7 @@ def test_a_run_made_before_chat_support_resumes_unchanged(tmp_path: Path) -> Non
         first = len(run.store.accepted("machine"))
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         db.execute("ALTER TABLE requests DROP COLUMN messages")
+        db.execute("ALTER TABLE requests DROP COLUMN replica")  # schema 3, later
         db.execute("PRAGMA user_version = 1")
         stored = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     lm = ScriptedLM()
@@ -141,7 +142,7 @@ def test_a_run_made_before_chat_support_resumes_unchanged(tmp_path: Path) -> Non
         assert len(run.store.accepted("machine")) == first
     assert lm.sent == 0  # everything answered from the journal
     with sqlite3.connect(tmp_path / DB_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == stored
 
 

@@ -23,8 +23,11 @@ from selfinstruct.finetune import METHODS, PROMPT_FORMATS
 # The run machinery (pipeline, engine, backends, reports, progress bars) is imported by the commands that use it,
 # so that a quick command such as `dedup` starts in a fraction of the time.
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from selfinstruct.pipeline import Run
     from selfinstruct.stages import Report
+    from selfinstruct.store import Store
 
 console = Console(stderr=True)
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -42,11 +45,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from selfinstruct.export import ExportError
     from selfinstruct.lm import BackendError
     from selfinstruct.lm.engine import EndpointDown
+    from selfinstruct.lm.ray_replicas import RayError
     from selfinstruct.pipeline import RunError
     from selfinstruct.records import InputError
     from selfinstruct.stages.bootstrap import BarrenBootstrap
 
-    return (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError, BarrenBootstrap)
+    return (InputError, ConfigError, RunError, BackendError, EndpointDown, ExportError, BarrenBootstrap, RayError)
 
 
 def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,6 +132,15 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="openai: the endpoint's base URL, e.g. http://127.0.0.1:8000/v1. Repeat it for replicas of one "
             "model: requests go to the one with the fewest outstanding.",
         ),
+        click.option(
+            "--ray",
+            "ray_address",
+            default=None,
+            metavar="ADDRESS",
+            help="Run the in-process model as Ray actors: 'local' (a Ray runtime on this machine only), 'auto' (the "
+            "cluster this machine belongs to) or ray://HOST:PORT. Needs the [ray] extra; see docs/ray.md.",
+        ),
+        click.option("--replicas", type=int, default=None, help="With --ray: model actors (default 1)."),
         click.option("--concurrency", type=int, default=None, help="Requests in flight at once (default 64)."),
         click.option(
             "--max-cost",
@@ -166,6 +179,8 @@ def _overrides(
     model: str | None,
     api: str | None,
     base_url: tuple[str, ...],
+    ray_address: str | None,
+    replicas: int | None,
     concurrency: int | None,
     max_cost: float | None,
     max_tokens_total: int | None,
@@ -183,6 +198,9 @@ def _overrides(
     out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
     if any(v is not None for v in lm.values()):
         out["lm"] = {k: v for k, v in lm.items() if v is not None}
+    ray = {"address": ray_address, "replicas": replicas}
+    if any(v is not None for v in ray.values()):
+        out["ray"] = {k: v for k, v in ray.items() if v is not None}
     return out
 
 
@@ -280,6 +298,9 @@ def _print_summary(run: Run) -> None:
             f"${r['cost']:.4f}" if r["cost"] is not None else "-",
         )
     console.print(table)
+    replicas = _replicas_table(run.store)
+    if replicas is not None:
+        console.print(replicas)
     clf = s["classification"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
     # Every reason, the format-marker safety net (marker_in_text) always shown, even at 0.
@@ -292,6 +313,31 @@ def _print_summary(run: Run) -> None:
         f"instances: {s['instances_kept']} kept, {s['instances_dropped']} dropped ({dropped})",
         highlight=False,
     )
+
+
+def _replicas_table(store: Store) -> Table | None:
+    """Requests, tokens and latency per replica, when more than one answered."""
+    from rich.table import Table
+
+    from selfinstruct.report.stats import replica_stats
+
+    rows = replica_stats(store)
+    if len(rows) < 2:
+        return None
+    table = Table(title="by replica")
+    for col in ("replica", "answered", "share", "failed", "tokens in", "tokens out", "p50/p90 s"):
+        table.add_column(col, justify="right" if col != "replica" else "left")
+    for r in rows:
+        table.add_row(
+            r["replica"],
+            str(r["ok"]),
+            f"{r['share']:.0%}",
+            str(r["failed"]),
+            str(r["prompt_tokens"]),
+            str(r["completion_tokens"]),
+            f"{r['p50']:.2f}/{r['p90']:.2f}",
+        )
+    return table
 
 
 @click.group()
@@ -407,7 +453,8 @@ def stats_command(run_dir: str) -> None:
 
     from selfinstruct.report.stats import compute
 
-    stats = compute(_open_existing(run_dir).store)
+    store = _open_existing(run_dir).store
+    stats = compute(store)
     out = Console()
     table1 = Table(title="Statistics (the paper's Table 1)")
     table1.add_column("")
@@ -427,6 +474,9 @@ def stats_command(run_dir: str) -> None:
             table.add_row(f"dropped: {reason}", f"{n:,}")
         table.add_row(kept, f"{funnel.kept:,}", style="bold")
         out.print(table)
+    replicas = _replicas_table(store)
+    if replicas is not None:
+        out.print(replicas)
 
 
 @cli.command("report")

@@ -145,6 +145,18 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """The in-process backends (llamacpp, transformers) as actors on a Ray cluster (docs/ray.md)."""
+
+    # None: no Ray. "local": a Ray runtime on this machine only (loopback); "auto": the cluster this machine
+    # belongs to (`ray start`); "ray://HOST:PORT": a Ray client connection.
+    address: str | None = None
+    replicas: int = 1  # model actors, each one replica to the request engine
+    num_cpus: float = 1.0  # per actor; also its decoding threads unless lm.threads is set
+    num_gpus: float = 0.0  # per actor (transformers on a GPU: 1)
+
+
+@dataclass(frozen=True)
 class Config:
     num_instructions: int = 100  # machine-generated instructions to accept
     seed: int = 42  # makes the sampling of in-context examples (and llama.cpp's sampler) reproducible
@@ -154,6 +166,7 @@ class Config:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     instances: InstancesConfig = field(default_factory=InstancesConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> Config:
         checks = [
@@ -163,6 +176,17 @@ class Config:
                 "lm.backend must be 'llamacpp', 'openai' or 'transformers'",
             ),
             (self.lm.concurrency >= 1, "lm.concurrency must be at least 1"),
+            (
+                self.ray.address in (None, "local", "auto") or self.ray.address.startswith("ray://"),
+                f"ray.address (--ray) must be 'local', 'auto' or 'ray://HOST:PORT', not {self.ray.address!r}",
+            ),
+            (
+                self.ray.address is None or self.lm.backend != "openai",
+                "--ray runs the in-process backends (llamacpp, transformers) as Ray actors; an HTTP endpoint scales "
+                "with its own replicas: repeat --base-url instead",
+            ),
+            (self.ray.replicas >= 1, "ray.replicas (--replicas) must be at least 1"),
+            (self.ray.num_cpus > 0 and self.ray.num_gpus >= 0, "ray.num_cpus must be > 0 and ray.num_gpus >= 0"),
             (self.lm.parallel >= 1, "lm.parallel must be at least 1"),
             (
                 all(v is None or v > 0 for v in (self.lm.requests_per_minute, self.lm.tokens_per_minute)),

@@ -54,6 +54,11 @@ RESUMABLE_KEYS = {
     "prepare.include_seed_tasks",
     "prepare.conflicts",
     "prepare.finetuning_template",
+    # Where the model runs: the same model answers the same requests wherever it is.
+    "ray.address",
+    "ray.replicas",
+    "ray.num_cpus",
+    "ray.num_gpus",
 }
 STAGES = ("bootstrap", "classify", "instances", "prepare")
 
@@ -144,13 +149,14 @@ class Run:
         if self._engine is None:
             lm = self.config.lm
             if self.lm is None:
-                self.lm = create_backends(lm, self.config.seed)
+                self.lm = create_backends(lm, self.config.seed, self.config.ray)
+            replicas = len(self.lm) if isinstance(self.lm, list) else 1
             self._engine = Engine(
                 self.lm,
                 self.store,
                 # An in-process backend decodes `parallel` sequences at once; more requests in flight would only
                 # queue inside it, and the bootstrap would sample their prompts from an older pool.
-                concurrency=lm.concurrency if lm.backend == "openai" else min(lm.concurrency, lm.parallel),
+                concurrency=lm.concurrency if lm.backend == "openai" else min(lm.concurrency, lm.parallel * replicas),
                 max_retries=lm.max_retries,
                 max_consecutive_failures=lm.max_consecutive_failures,
                 requests_per_minute=lm.requests_per_minute,

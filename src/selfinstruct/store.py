@@ -86,6 +86,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE requests ADD COLUMN messages TEXT;
     """,
+    # 3: which replica answered (or last failed): a --base-url endpoint, a Ray actor, the in-process model
+    """
+    ALTER TABLE requests ADD COLUMN replica TEXT;
+    """,
 ]
 
 
@@ -289,10 +293,12 @@ class Store:
         """A failed attempt that will be retried: keep the latest error."""
         self._write("UPDATE requests SET attempts = attempts + 1, error = ? WHERE id = ?", (error, request_id))
 
-    def finish_request(self, request_id: int, completion: Completion, latency: float) -> None:
+    def finish_request(
+        self, request_id: int, completion: Completion, latency: float, replica: str | None = None
+    ) -> None:
         self._write(
             "UPDATE requests SET status = 'ok', text = ?, finish_reason = ?, prompt_tokens = ?,"
-            " completion_tokens = ?, latency = ?, error = NULL, completed_at = ? WHERE id = ?",
+            " completion_tokens = ?, latency = ?, error = NULL, completed_at = ?, replica = ? WHERE id = ?",
             (
                 completion.text,
                 completion.finish_reason,
@@ -300,16 +306,19 @@ class Store:
                 completion.completion_tokens,
                 latency,
                 time.time(),
+                replica,
                 request_id,
             ),
         )
 
-    def fail_request(self, request_id: int, error: str, latency: float, status: str = "failed") -> None:
+    def fail_request(
+        self, request_id: int, error: str, latency: float, status: str = "failed", replica: str | None = None
+    ) -> None:
         """`failed`: every retry failed, sent again on resume; `rejected`: the backend refused the request itself,
         sent again only with --retry-failed."""
         self._write(
-            "UPDATE requests SET status = ?, error = ?, latency = ?, completed_at = ? WHERE id = ?",
-            (status, error, latency, time.time(), request_id),
+            "UPDATE requests SET status = ?, error = ?, latency = ?, completed_at = ?, replica = ? WHERE id = ?",
+            (status, error, latency, time.time(), replica, request_id),
         )
 
     def unfinished_requests(self, stage: str, include_rejected: bool = False) -> list[Request]:
@@ -428,13 +437,25 @@ class Store:
         ).fetchall()
         return [dict(r) for r in rows]
 
-    def latencies(self) -> dict[str, list[float]]:
-        """Seconds per answered request, by stage."""
+    def replica_stats(self) -> list[dict[str, Any]]:
+        """Per replica that answered or failed a request: counts, tokens and seconds, in order of first use."""
+        rows = self._db.execute(
+            "SELECT replica, SUM(status = 'ok') AS ok, SUM(status IN ('failed', 'rejected')) AS failed,"
+            " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
+            " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(latency), 0) AS seconds"
+            " FROM requests WHERE replica IS NOT NULL GROUP BY replica ORDER BY MIN(id)"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def latencies(self, by: str = "stage") -> dict[str, list[float]]:
+        """Seconds per answered request, by stage (or by replica)."""
+        column = {"stage": "stage", "replica": "replica"}[by]
         out: dict[str, list[float]] = {}
-        for stage, latency in self._db.execute(
-            "SELECT stage, latency FROM requests WHERE latency IS NOT NULL AND status = 'ok' ORDER BY id"
+        for key, latency in self._db.execute(
+            f"SELECT {column}, latency FROM requests WHERE latency IS NOT NULL AND status = 'ok'"
+            f" AND {column} IS NOT NULL ORDER BY id"
         ):
-            out.setdefault(stage, []).append(latency)
+            out.setdefault(key, []).append(latency)
         return out
 
     # --- instances ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 from selfinstruct.config import Sampling
 
 if TYPE_CHECKING:
-    from selfinstruct.config import LMConfig
+    from selfinstruct.config import LMConfig, RayConfig
 
 
 # A chat message, {"role": "system" | "user" | "assistant", "content": text}. A prompt is a plain text to continue
@@ -91,27 +91,14 @@ class LM(Protocol):
         ...
 
 
-def create_backends(lm: LMConfig, seed: int) -> list[LM]:
-    """Build the backend named in the config: one per replica (--base-url repeated) for an HTTP endpoint.
+def create_backends(lm: LMConfig, seed: int, ray: RayConfig | None = None) -> list[LM]:
+    """Build the backend named in the config: one per replica (--base-url repeated) for an HTTP endpoint; with
+    `ray.address`, one Ray actor per replica, each hosting the in-process backend on a node of the cluster.
     Imports are lazy: each backend has heavy dependencies."""
-    if lm.backend == "llamacpp":
-        from selfinstruct.lm.llamacpp import LlamaCppLM
+    if ray is not None and ray.address is not None:
+        from selfinstruct.lm.ray_replicas import create_replicas
 
-        return [
-            LlamaCppLM(
-                lm.model,
-                context_size=lm.context_size,
-                threads=lm.threads,
-                seed=seed,
-                parallel=lm.parallel,
-                weights=lm.weights,
-                structured=lm.structured != "off",
-            )
-        ]
-    if lm.backend == "transformers":
-        from selfinstruct.lm.transformers import TransformersLM
-
-        return [TransformersLM(lm.model, seed=seed, batch_size=lm.parallel, threads=lm.threads)]
+        return list(create_replicas(lm, ray, seed))
     if lm.backend == "openai":
         from selfinstruct.lm.openai import OpenAILM
 
@@ -119,4 +106,25 @@ def create_backends(lm: LMConfig, seed: int) -> list[LM]:
         return [
             OpenAILM(lm.model, base_url=url, api=lm.api, timeout=lm.timeout, structured=lm.structured) for url in urls
         ]
+    return [create_in_process(lm, seed)]
+
+
+def create_in_process(lm: LMConfig, seed: int, threads: int | None = None) -> LM:
+    """The in-process backend of the config (llamacpp or transformers), with `threads` unless lm.threads is set."""
+    if lm.backend == "llamacpp":
+        from selfinstruct.lm.llamacpp import LlamaCppLM
+
+        return LlamaCppLM(
+            lm.model,
+            context_size=lm.context_size,
+            threads=lm.threads or threads,
+            seed=seed,
+            parallel=lm.parallel,
+            weights=lm.weights,
+            structured=lm.structured != "off",
+        )
+    if lm.backend == "transformers":
+        from selfinstruct.lm.transformers import TransformersLM
+
+        return TransformersLM(lm.model, seed=seed, batch_size=lm.parallel, threads=lm.threads or threads)
     raise ValueError(f"unknown backend {lm.backend!r}")

@@ -238,9 +238,7 @@ class Engine:
         self.store = store
         self.journal = Journal(store)
         self.concurrency = concurrency
-        self.replicas = [
-            Replica(lm, getattr(lm, "base_url", None) or f"replica {i + 1}", concurrency) for i, lm in enumerate(lms)
-        ]
+        self.replicas = [Replica(lm, _replica_name(lm, i, len(lms)), concurrency) for i, lm in enumerate(lms)]
         self.max_retries = max_retries
         self.max_consecutive_failures = max_consecutive_failures
         self.backoff = backoff
@@ -432,10 +430,10 @@ class Engine:
             await wait_turn()
             if answer is None:
                 return None
-            completion, latency = answer
+            completion, latency, replica = answer
 
             def store_answer() -> None:  # the response and its results: together or not at all
-                self.store.finish_request(request_id, completion, latency)
+                self.store.finish_request(request_id, completion, latency, replica)
                 if on_result:
                     on_result(request_id, completion)
 
@@ -467,9 +465,9 @@ class Engine:
 
     async def _send(
         self, request_id: int, key: str, prompt: Prompt, sampling: Sampling, lease: _Lease | None
-    ) -> tuple[Completion, float] | None:
-        """Send until answered or out of retries: (completion, latency of the attempt that answered), not yet
-        stored; None once recorded as failed."""
+    ) -> tuple[Completion, float, str] | None:
+        """Send until answered or out of retries: (completion, latency of the attempt that answered, the replica
+        that answered), not yet stored; None once recorded as failed."""
         attempt = 0
         shrunk = False
         # For the tokens-per-minute limit, before the answer.
@@ -497,7 +495,7 @@ class Engine:
                     self.tpm.take(completion.prompt_tokens + completion.completion_tokens - estimate)
                 self.failures = 0
                 self.answered += 1
-                return completion, latency
+                return completion, latency, last.name
             if error.context_overflow and not shrunk:
                 # Once, at once: room for the prompt (the paper shrank max_tokens by 0.8 on such errors).
                 shrunk = True
@@ -507,7 +505,8 @@ class Engine:
                     self.store.count_attempt(request_id, f"{error} (retrying with max_tokens {smaller})")
                     continue
             if error.rejected or not error.retryable or attempt >= self.max_retries:
-                self.store.fail_request(request_id, str(error), latency, "rejected" if error.rejected else "failed")
+                status = "rejected" if error.rejected else "failed"
+                self.store.fail_request(request_id, str(error), latency, status, last.name)
                 self.failures += 1
                 # Stop when the endpoint keeps failing, and at once when it has not answered even once (an
                 # unreachable endpoint at start-up should not cost ten rounds of backoff). A rejected request says
@@ -536,6 +535,12 @@ class Engine:
     async def aclose(self) -> None:
         for replica in self.replicas:
             await replica.lm.aclose()
+
+
+def _replica_name(lm: LM, index: int, count: int) -> str:
+    """How the journal and the statistics name a replica: its own name (a Ray actor), its URL, else its model."""
+    name = getattr(lm, "name", None) or getattr(lm, "base_url", None)
+    return name or (lm.model_id if count == 1 else f"replica {index + 1}")
 
 
 async def run_all(engine: Engine, work: Iterable[Awaitable[object]], limit: int | None = None) -> None:

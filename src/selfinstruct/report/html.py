@@ -142,6 +142,23 @@ def _requests_table(stats: RunStats) -> str:
     return f"<table id='requests'>{head}{body}</table>"
 
 
+def _replicas_table(stats: RunStats) -> str:
+    """Who answered: shown when more than one replica did (a single one would repeat the table above)."""
+    if len(stats.replicas) < 2:
+        return ""
+    head = (
+        "<tr><th>replica</th><th>answered</th><th>share</th><th>failed</th><th>tokens in</th><th>tokens out</th>"
+        "<th>latency p50 / p90 (s)</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{escape(r['replica'])}</td><td class='n'>{r['ok']:,}</td><td class='n'>{r['share']:.0%}</td>"
+        f"<td class='n'>{r['failed']:,}</td><td class='n'>{r['prompt_tokens']:,}</td>"
+        f"<td class='n'>{r['completion_tokens']:,}</td><td class='n'>{r['p50']:.2f} / {r['p90']:.2f}</td></tr>"
+        for r in stats.replicas
+    )
+    return f"<h3>By replica</h3><table id='replicas'>{head}{body}</table>"
+
+
 def _rows_table(store: Store) -> tuple[str, int]:
     instances: dict[int, list[dict[str, Any]]] = {}
     for r in store.instances():
@@ -207,6 +224,7 @@ instructions with a verb-noun pair. Method: <span id="diversity-method">{escape(
 
 <h2 id="requests-section">LM requests</h2>
 {_requests_table(stats)}
+{_replicas_table(stats)}
 
 <h2 id="instructions">Instructions</h2>
 <input id="search" type="search" placeholder="Search instructions, reasons, instances…">

@@ -54,6 +54,7 @@ class RunStats:
     input_lengths: list[int]  # non-empty inputs
     output_lengths: list[int]
     requests: list[dict[str, Any]] = field(default_factory=list)
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # per replica that answered or failed a request
 
 
 def _funnel(rows: list[dict[str, Any]], kept_value: str, text_key: str, always: tuple[str, ...] = ()) -> Funnel:
@@ -97,6 +98,23 @@ def request_stats(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
+def replica_stats(store: Store) -> list[dict[str, Any]]:
+    """Per replica (a --base-url endpoint, a Ray actor, the in-process model): answered and failed requests,
+    tokens, latency percentiles and its share of the answers."""
+    latencies = store.latencies(by="replica")
+    rows = store.replica_stats()
+    answered = sum(r["ok"] for r in rows) or 1
+    return [
+        {
+            **r,
+            "share": r["ok"] / answered,
+            "p50": percentile(latencies.get(r["replica"], []), 50),
+            "p90": percentile(latencies.get(r["replica"], []), 90),
+        }
+        for r in rows
+    ]
+
+
 def compute(store: Store) -> RunStats:
     machine = store.accepted("machine")
     instances = [r for r in store.instances() if r["origin"] == "machine"]
@@ -124,4 +142,5 @@ def compute(store: Store) -> RunStats:
         input_lengths=[words(r["input"]) for r in kept if r["input"].strip()],
         output_lengths=[words(r["output"]) for r in kept],
         requests=request_stats(store),
+        replicas=replica_stats(store),
     )

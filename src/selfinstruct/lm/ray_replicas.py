@@ -66,8 +66,9 @@ def connect(address: str) -> bool:
             )
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayError(f"cannot connect to Ray at {address!r}: {e}") from None
+    except (OSError, RuntimeError, ValueError) as e:  # ConnectionError is an OSError
+        what = "start a local Ray runtime" if address == "local" else f"connect to Ray at {address!r}"
+        raise RayError(f"cannot {what}: {e}") from None
     return True
 
 
@@ -78,7 +79,9 @@ class ModelActor:
     def __init__(self, build: Callable[[], LM]) -> None:
         import ray
 
-        self.node = f"{ray.util.get_node_ip_address()} (node {ray.get_runtime_context().get_node_id()[:8]})"
+        node_id = ray.get_runtime_context().get_node_id()
+        address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "?")
+        self.node = f"{address} (node {node_id[:8]})"
         self.lm: LM | None = None
         self.error: str | None = None
         try:

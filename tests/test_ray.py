@@ -184,3 +184,21 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPa
 def test_ray_settings_are_validated(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         from_dict(values)
+
+
+def test_a_run_resumes_on_ray_without_sending_a_stored_request_again(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the model runs is not part of a request's identity: a run stopped in-process resumes on Ray actors
+    from its journal."""
+    log = tmp_path / "sent.log"
+    monkeypatch.setenv("SELFINSTRUCT_SEND_LOG", str(log))
+    with Run.open(tmp_path / "run", {"num_instructions": 20}, lm=[ScriptedLM()]) as run:
+        run.bootstrap()
+        before = {k for (k,) in run.store._db.execute("SELECT key FROM requests WHERE status = 'ok'")}
+    sent_before = len(log.read_text().split())
+    with Run.open(tmp_path / "run", {"num_instructions": 60}, lm=replicas(2, latency=0.0)) as run:
+        run.bootstrap()
+        assert len(run.store.accepted("machine")) >= 60
+    resent = set(log.read_text().split()[sent_before:])
+    assert resent and not resent & before

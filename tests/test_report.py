@@ -193,3 +193,20 @@ def test_percentile() -> None:
     assert percentile([], 50) == 0.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
+
+
+def test_requests_per_replica_in_stats_and_report(tmp_path: Path) -> None:
+    """Which replica answered each request is stored; `stats` and the report show each replica's share, tokens and
+    latency when more than one answered."""
+    with Run.open(tmp_path / "run", {"num_instructions": 12}, lm=[ScriptedLM(), ScriptedLM()]) as run:
+        run.bootstrap()
+        rows = {r["replica"]: r for r in compute(run.store).replicas}
+        stored = run.store._db.execute("SELECT COUNT(*) FROM requests WHERE status='ok'").fetchone()[0]
+    assert set(rows) == {"replica 1", "replica 2"} and min(r["ok"] for r in rows.values()) > 0
+    assert sum(r["ok"] for r in rows.values()) == stored
+    assert sum(r["share"] for r in rows.values()) == pytest.approx(1.0)
+    code, output = invoke("stats", str(tmp_path / "run"))
+    assert code == 0 and "by replica" in output and "replica 2" in output
+    out = tmp_path / "report.html"
+    assert invoke("report", str(tmp_path / "run"), "--output", str(out))[0] == 0
+    assert "id='replicas'" in out.read_text()

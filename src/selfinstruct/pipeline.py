@@ -116,7 +116,7 @@ class Run:
         overrides: dict[str, Any] | None = None,
         config_file: str | None = None,
         allow_config_change: bool = False,
-        lm: LM | None = None,
+        lm: LM | list[LM] | None = None,  # replicas of one model, e.g. Ray actors from create_replicas
         retry_failed: bool = False,
     ) -> Run:
         out = Path(out_dir)

@@ -98,7 +98,7 @@ def create_backends(lm: LMConfig, seed: int, ray: RayConfig | None = None) -> li
     if ray is not None and ray.address is not None:
         from selfinstruct.lm.ray_replicas import create_replicas
 
-        return list(create_replicas(lm, ray, seed))
+        return [*create_replicas(lm, ray, seed)]
     if lm.backend == "openai":
         from selfinstruct.lm.openai import OpenAILM
 

@@ -107,22 +107,22 @@ class RayReplica:
         self.name = name
         self.model_id = model_id
         self._runtime = runtime
+        self._errors = _ray().exceptions  # looked up once, not per request
         self._lost = False
         self._back: asyncio.Future[None] | None = None
 
     async def complete(self, prompt: Prompt, sampling: Sampling, seed: int) -> Completion:
-        ray = _ray()
         if self._lost:
             await self._wait_until_back()
         try:
             return await self.actor.complete.remote(prompt, sampling, seed)
-        except ray.exceptions.RayActorError as e:  # the actor's process or node is gone; Ray restarts it
+        except self._errors.RayActorError as e:  # the actor's process or node is gone; Ray restarts it
             self._lost = True
             raise BackendError(
                 f"{self.name} was lost ({type(e).__name__}); Ray restarts it and the request is sent again",
                 retry_after=RESTART_WAIT,
             ) from None
-        except ray.exceptions.RayTaskError as e:  # the backend's own error, raised inside the actor
+        except self._errors.RayTaskError as e:  # the backend's own error, raised inside the actor
             if isinstance(e.cause, BackendError):
                 raise e.cause from None
             raise BackendError(f"{self.name}: {e.cause!r}", retryable=False) from None
@@ -134,14 +134,13 @@ class RayReplica:
         await asyncio.shield(self._back)
 
     async def _probe(self) -> None:
-        ray = _ray()
         deadline = time.monotonic() + BACK_TIMEOUT
         while True:
             try:
                 await self.actor.describe.remote()
-            except ray.exceptions.ActorDiedError as e:  # for good: its restarts are spent
+            except self._errors.ActorDiedError as e:  # for good: its restarts are spent
                 raise BackendError(f"{self.name} is gone and will not be restarted: {e}") from None
-            except ray.exceptions.RayActorError:  # still restarting
+            except self._errors.RayActorError:  # still restarting
                 if time.monotonic() > deadline:
                     raise BackendError(f"{self.name} did not come back within {BACK_TIMEOUT:.0f} s") from None
                 await asyncio.sleep(0.25)

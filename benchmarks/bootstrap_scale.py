@@ -28,7 +28,8 @@ from throughput import endpoints  # noqa: E402
 
 from selfinstruct.pipeline import Run  # noqa: E402
 from selfinstruct.similarity import SimilarityIndex  # noqa: E402
-from selfinstruct.stages.bootstrap import encode_prompt  # noqa: E402
+from selfinstruct.stages.bootstrap import encoder  # noqa: E402
+from selfinstruct.stages.prompts import load as load_prompts  # noqa: E402
 from selfinstruct.store import Store  # noqa: E402
 
 SPENT: Counter[str] = Counter()
@@ -52,7 +53,7 @@ def timed(owner: type, name: str, label: str) -> None:
 async def _no_op_client(url: str, requests: int, concurrency: int = 64) -> float:
     """Completions/s of a client that does nothing but send bootstrap prompts and read the answers: the most any
     client gets from this server on this machine (the server and the machine add their own latency)."""
-    prompt = encode_prompt([f"Describe the thing number {i}." for i in range(8)])
+    prompt = encoder(load_prompts(), chat=False)([f"Describe the thing number {i}." for i in range(8)])
     body = {"model": "scripted", "prompt": prompt, "max_tokens": 1024, "temperature": 0.7, "top_p": 0.5}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         slots = asyncio.Semaphore(concurrency)

@@ -38,8 +38,8 @@ from pathlib import Path
 import aiohttp
 
 from selfinstruct.pipeline import Run
-from selfinstruct.stages import load_prompt
-from selfinstruct.stages.classify import encode_prompt
+from selfinstruct.stages.classify import encoder
+from selfinstruct.stages.prompts import load as load_prompts
 
 LATENCY = 0.25
 
@@ -105,8 +105,8 @@ def engine_row(name: str, urls: list[str], n: int, concurrency: int) -> dict[str
 
 async def paper_scheme(url: str, n: int) -> tuple[int, float]:
     """The paper's script: 5 prompts per completions call, one call after another."""
-    prefix = load_prompt("classify.txt")
-    prompts = [encode_prompt(prefix, f"Say whether item number {i} is a classification task.") for i in range(n)]
+    encode = encoder(load_prompts(), chat=False)
+    prompts = [encode(f"Say whether item number {i} is a classification task.") for i in range(n)]
     started = time.perf_counter()
     async with aiohttp.ClientSession() as session:
         for i in range(0, n, 5):

@@ -13,8 +13,14 @@ from conftest import ScriptedLM
 from selfinstruct.config import ConfigError, Sampling
 from selfinstruct.lm import Completion
 from selfinstruct.pipeline import Run
-from selfinstruct.stages.bootstrap import CLASSIFICATION_HEADER, HEADER, BarrenBootstrap
+from selfinstruct.stages.bootstrap import BarrenBootstrap
 from selfinstruct.store import DB_NAME
+
+HEADER = "Come up with a series of tasks:"
+# The paper's header for --use_clf_seed_tasks_only
+CLASSIFICATION_HEADER = (
+    "Come up with a series of classification tasks. Try to specify the possible output labels when possible."
+)
 
 
 class FixedBootstrapLM(ScriptedLM):

@@ -15,7 +15,7 @@ from selfinstruct.devserver import DevServer, ServerConfig
 from selfinstruct.lm import Completion, Prompt, fold_system
 from selfinstruct.lm.engine import EndpointDown
 from selfinstruct.pipeline import Run
-from selfinstruct.stages import load_chat_prompt
+from selfinstruct.stages.prompts import load as load_prompts
 from selfinstruct.store import DB_NAME, MIGRATIONS
 
 GOOD_TASKS = "1. Write a haiku about a quiet harbor at dawn.\n2. List three ways to reuse glass jars at home."
@@ -42,7 +42,7 @@ class ChatLM(ScriptedLM):
 
 
 REPAIRS = {
-    load_chat_prompt(f"chat_{name}.txt")["repair"]
+    load_prompts().fill(f"chat_{name}.txt", "repair")
     for name in ("bootstrap", "classify", "instances_generation", "instances_classification")
 }
 

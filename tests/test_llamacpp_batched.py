@@ -12,7 +12,8 @@ import pytest
 from selfinstruct.config import Config, Sampling
 from selfinstruct.lm import BackendError, Completion
 from selfinstruct.lm.llamacpp import LlamaCppLM
-from selfinstruct.stages import bootstrap, classify, load_prompt
+from selfinstruct.stages import bootstrap, classify
+from selfinstruct.stages.prompts import load as load_prompts
 
 pytestmark = pytest.mark.slow
 GREEDY = Sampling(max_tokens=24)
@@ -47,14 +48,17 @@ def run_all(lm: LlamaCppLM, *requests: tuple[str, Sampling]) -> list[Completion]
     return asyncio.run(main())
 
 
+PROMPTS = load_prompts()
+
+
 def classify_prompt(instruction: str) -> str:
-    return classify.encode_prompt(load_prompt("classify.txt"), instruction)
+    return classify.encoder(PROMPTS, chat=False)(instruction)
 
 
 def test_concurrent_classify_and_bootstrap_requests_all_complete(lm: LlamaCppLM) -> None:
     clf = Config().classify.sampling
     boot = dataclasses.replace(Config().bootstrap.sampling, max_tokens=40)
-    prompts = [bootstrap.encode_prompt(INSTRUCTIONS[i:] + INSTRUCTIONS[:i]) for i in range(3)]
+    prompts = [bootstrap.encoder(PROMPTS, chat=False)(INSTRUCTIONS[i:] + INSTRUCTIONS[:i]) for i in range(3)]
     results = run_all(lm, *[(classify_prompt(i), clf) for i in INSTRUCTIONS], *[(p, boot) for p in prompts])
     assert len(results) == 7
     for result in results[:4]:  # the model answers the few-shot pattern
@@ -96,7 +100,9 @@ def test_clear_cut_answers_survive_batching_and_prefix_reuse(lm: LlamaCppLM, col
     # Together, beside a bootstrap prompt, and the few-shot prefix evaluated once: the second waits for the first
     # to evaluate it, then copies it.
     before = lm.stats()["prompt_tokens_reused"]
-    together = run_all(lm, *[(p, sampling) for p in prompts], (bootstrap.encode_prompt(INSTRUCTIONS), sampling))
+    together = run_all(
+        lm, *[(p, sampling) for p in prompts], (bootstrap.encoder(PROMPTS, chat=False)(INSTRUCTIONS), sampling)
+    )
     assert lm.stats()["prompt_tokens_reused"] - before >= 700
     assert [answer_line(c) for c in together[:2]] == [answer_line(c) for c in alone]
     assert [(c.prompt_tokens, c.completion_tokens) for c in together[:2]] == [

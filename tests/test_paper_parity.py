@@ -19,20 +19,19 @@ from selfinstruct.export import (
 )
 from selfinstruct.filters import check_instruction, instruction_filters
 from selfinstruct.lm import Completion
-from selfinstruct.stages.bootstrap import (
-    CLASSIFICATION_HEADER,
-    clean_instruction,
-    encode_prompt,
-    parse_instructions,
-    sample_prompt_instructions,
-)
-from selfinstruct.stages.classify import encode_prompt as classify_prompt
+from selfinstruct.stages import bootstrap, classify, instances
+from selfinstruct.stages.bootstrap import clean_instruction, parse_instructions, sample_prompt_instructions
 from selfinstruct.stages.classify import parse_answer
-from selfinstruct.stages.instances import encode_prompt as instances_prompt
 from selfinstruct.stages.prepare import judge_instances, parse_instances
+from selfinstruct.stages.prompts import load as load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 FILTERS = instruction_filters(4, 150)
+PROMPTS = load_prompts()
+
+
+def encode_prompt(instructions: list[str], classification: bool = False) -> str:
+    return bootstrap.encoder(PROMPTS, chat=False, classification=classification)(instructions)
 
 
 def completion(text: str, finish_reason: str = "stop") -> Completion:
@@ -67,7 +66,7 @@ def test_B2_sample_is_two_machine_and_six_seed_instructions_shuffled():
 
 
 def test_B3_classification_seeds_only_header():
-    assert encode_prompt(["Tell whether the number is odd."], CLASSIFICATION_HEADER).startswith(
+    assert encode_prompt(["Tell whether the number is odd."], classification=True).startswith(
         "Come up with a series of classification tasks. Try to specify the possible output labels when possible.\n"
     )
 
@@ -183,7 +182,11 @@ def test_B17_markdown_and_chatter_are_no_part_of_an_item():
 
 
 def test_C1_classify_prompt_ends_with_the_task_and_the_question():
-    assert classify_prompt("PREFIX\n\n", " Sort the list. ") == "PREFIX\n\nTask: Sort the list.\nIs it classification?"
+    prefix = PROMPTS.fill("classify.txt")
+    assert (
+        classify.encoder(PROMPTS, chat=False)(" Sort the list. ")
+        == f"{prefix}Task: Sort the list.\nIs it classification?"
+    )
 
 
 def test_C2_classify_sampling_is_the_papers():
@@ -218,7 +221,8 @@ def test_C4_an_unparseable_answer_is_retried_then_unknown(tmp_path):
 
 
 def test_I1_instance_prompt_ends_with_the_task_line():
-    assert instances_prompt("PREFIX\n\n", "Sort the list. ") == "PREFIX\n\nTask: Sort the list.\n"
+    prefix = PROMPTS.fill("instances_generation.txt")
+    assert instances.encoder(PROMPTS, False, False)("Sort the list. ") == f"{prefix}Task: Sort the list.\n"
 
 
 def test_I2_instance_sampling_is_the_papers():

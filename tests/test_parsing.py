@@ -7,14 +7,12 @@ import random
 import pytest
 
 from selfinstruct.lm import Completion
-from selfinstruct.stages.bootstrap import (
-    clean_instruction,
-    encode_prompt,
-    parse_instructions,
-    sample_prompt_instructions,
-)
+from selfinstruct.stages.bootstrap import clean_instruction, encoder, parse_instructions, sample_prompt_instructions
 from selfinstruct.stages.classify import parse_answer
 from selfinstruct.stages.prepare import judge_instances, parse_instances
+from selfinstruct.stages.prompts import load as load_prompts
+
+encode_prompt = encoder(load_prompts(), chat=False)
 
 
 def completion(text: str, finish_reason: str = "stop") -> Completion:

@@ -100,6 +100,10 @@ class BootstrapConfig:
     # Stop (resumably) after this many answered requests in a row gave no accepted instruction: the model or the
     # API does not follow the format, and sending more would only spend money.
     max_barren_requests: int = 50
+    # A description of the domain and the kind of tasks wanted ("tasks that the customer-support assistant of a
+    # bakery receives"), placed where the bootstrap prompt files say ({guidance}); the in-context sampling stays the
+    # paper's. Empty: the prompts are exactly the defaults.
+    guidance: str = ""
     sampling: Sampling = Sampling(
         temperature=0.7,
         top_p=0.5,
@@ -122,6 +126,7 @@ class ClassifyConfig:
 
 @dataclass(frozen=True)
 class InstancesConfig:
+    guidance: str = ""  # the same for the instance prompts: what the inputs and outputs should be like
     sampling: Sampling = Sampling(
         temperature=0.0, top_p=0.0, max_tokens=300, presence_penalty=1.5, stop=("Example 6", "Task:")
     )
@@ -142,6 +147,16 @@ class PrepareConfig:
     # instance, field names stripped from half the inputs, duplicates removed, shuffled; seeded by the run seed);
     # "fixed" uses one template, "<instruction>\n\nInput: <input>\n\nOutput:".
     finetuning_template: str = "paper"
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    """The prompt files (stages/prompts.py): the package's, with any of them replaced by the files in `dir`."""
+
+    dir: str | None = None
+    # The content hash of the prompt files the run uses: computed when a run is opened (not a setting), stored
+    # with the config so that a resume with other prompts is refused like any other generation setting.
+    hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,7 @@ class Config:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     instances: InstancesConfig = field(default_factory=InstancesConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self) -> Config:

@@ -11,6 +11,7 @@ only the keys that cannot change what was already generated (the target count, r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Coroutine, Iterable
@@ -28,6 +29,7 @@ from selfinstruct.stages.bootstrap import bootstrap, check_classification_seeds
 from selfinstruct.stages.classify import classify
 from selfinstruct.stages.instances import generate_instances
 from selfinstruct.stages.prepare import prepare
+from selfinstruct.stages.prompts import load as load_prompts
 from selfinstruct.store import DB_NAME, Store
 
 T = TypeVar("T")
@@ -54,6 +56,8 @@ RESUMABLE_KEYS = {
     "prepare.include_seed_tasks",
     "prepare.conflicts",
     "prepare.finetuning_template",
+    # Where the prompt files are: their content (prompts.hash) is what a request depends on.
+    "prompts.dir",
     # Where the model runs: the same model answers the same requests wherever it is.
     "ray.address",
     "ray.replicas",
@@ -74,16 +78,27 @@ def _resolve_config(
     if config_file:
         config = cfg.load_toml(config_file, config)
     config = cfg.from_dict(overrides, config)
+    config = with_prompts_hash(config)
     if stored is not None and not allow_config_change:
         before, after = cfg.flatten(stored.to_dict()), cfg.flatten(config.to_dict())
         changed = sorted(k for k in after if before.get(k) != after[k] and k not in RESUMABLE_KEYS)
         if changed:
             details = "; ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed)
+            if "prompts.hash" in changed:
+                details += " (the prompt files differ from those the run was made with)"
             raise RunError(
                 f"this run directory was made with a different configuration ({details}). Resuming with it would "
                 "mix data from two settings. Use a new --out directory, or pass --allow-config-change to resume anyway."
             )
     return config
+
+
+def with_prompts_hash(config: cfg.Config) -> cfg.Config:
+    """The config with the content hash of its prompt files; the files are read and checked here, so a broken one
+    stops the command (naming its file and line) before anything is sent or written."""
+    folder = config.prompts.dir and str(Path(config.prompts.dir).resolve())
+    prompts = load_prompts(folder)
+    return dataclasses.replace(config, prompts=cfg.PromptsConfig(dir=folder, hash=prompts.hash))
 
 
 def _upgrade_stored_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +108,8 @@ def _upgrade_stored_config(values: dict[str, Any]) -> dict[str, Any]:
     if lm.get("base_url") is None or isinstance(lm.get("base_url"), str):
         lm["base_url"] = [lm["base_url"]] if lm.get("base_url") else []
     lm.setdefault("weights", "original")
+    # Runs made before prompt files could be replaced used the package's.
+    values.setdefault("prompts", {"dir": None, "hash": load_prompts(None).hash})
     return values
 
 

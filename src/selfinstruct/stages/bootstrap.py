@@ -13,15 +13,18 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from selfinstruct.config import Config, ConfigError, object_schema, stage_sampling
 from selfinstruct.filters import check_instruction, instruction_filters
-from selfinstruct.lm import Completion, Message, Prompt
+from selfinstruct.lm import Completion, Prompt
 from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.parsing import is_chatter, list_items, plain, strip_reasoning
 from selfinstruct.similarity import SimilarityIndex
-from selfinstruct.stages import Report, load_chat_prompt, no_report, repair_messages
-from selfinstruct.store import Request, Store
+from selfinstruct.stages import Report, no_report, repair_messages
+from selfinstruct.stages.prompts import Prompts
+from selfinstruct.stages.prompts import load as load_prompts
+from selfinstruct.store import Instruction, Request, Store
 
 STAGE = "bootstrap"
 REPAIR = "bootstrap repair"
@@ -32,20 +35,34 @@ NEIGHBOURS = 10
 _ITEM_SPLIT = re.compile(r"\n\d+\s?\.\s")
 
 
-HEADER = "Come up with a series of tasks:"
-# The paper's header for its classification-seeds-only mode (--use_clf_seed_tasks_only).
-CLASSIFICATION_HEADER = (
-    "Come up with a series of classification tasks. Try to specify the possible output labels when possible."
-)
+def encoder(
+    prompts: Prompts, chat: bool, classification: bool = False, guidance: str = ""
+) -> Callable[[list[str]], Prompt]:
+    """The request for a list of in-context instructions. Completions: the list, numbered, opening the next item
+    for the model to continue (bootstrap.txt). Chat: the list in one user message (chat_bootstrap.txt)."""
+    if not chat:
+        section = "prompt_classification" if classification else "prompt"
+
+        def text(instructions: list[str]) -> Prompt:
+            lines = [f"{n}. {_one_line(task).rstrip(':')}" for n, task in enumerate(instructions, 1)]
+            lines.append(f"{len(instructions) + 1}.")
+            return prompts.fill("bootstrap.txt", section, guidance=guidance, tasks="\n".join(lines))
+
+        return text
+    name = "chat_bootstrap.txt"
+    system = prompts.fill(name, "system", guidance=guidance)
+    section = "user_classification" if classification else "user"
+
+    def messages(instructions: list[str]) -> Prompt:
+        tasks = "\n".join(f"{n}. {_one_line(task)}" for n, task in enumerate(instructions, 1))
+        user = prompts.fill(name, section, guidance=guidance, tasks=tasks, count=str(len(instructions)))
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    return messages
 
 
-def encode_prompt(instructions: list[str], header: str = HEADER) -> str:
-    lines = [header]
-    for number, instruction in enumerate(instructions, 1):
-        instruction = re.sub(r"\s+", " ", instruction).strip().rstrip(":")
-        lines.append(f"{number}. {instruction}")
-    lines.append(f"{len(instructions) + 1}.")
-    return "\n".join(lines)
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def sample_prompt_instructions(
@@ -57,18 +74,24 @@ def sample_prompt_instructions(
     return chosen
 
 
+def in_context_sample(config: Config, group: int, seeds: list[str], machine: list[str]) -> list[str]:
+    """The in-context instructions of prompt group `group`: they depend only on the run seed, the group and the
+    pool (the seeds the prompts draw from, the machine instructions accepted so far)."""
+    rng = random.Random(f"{config.seed}:{STAGE}:{group}")
+    cfg = config.bootstrap
+    return sample_prompt_instructions(rng, seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions)
+
+
+def first_new_group(store: Store, config: Config) -> int:
+    """The prompt group of the next new request: a group that a stopped run left part-sent keeps its one prompt."""
+    spp = config.bootstrap.samples_per_prompt
+    return -(-store.next_sample_index(STAGE) // spp)
+
+
 def clean_instruction(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     # Upper-case the first letter only: the paper's str.capitalize() also lower-cased the rest (names, acronyms).
     return text[:1].upper() + text[1:]
-
-
-def encode_chat(instructions: list[str], classification: bool = False) -> list[Message]:
-    """The chat form of the bootstrap request: the in-context tasks as a numbered list in one user message."""
-    prompt = load_chat_prompt("chat_bootstrap.txt")
-    tasks = "\n".join(f"{n}. {' '.join(t.split())}" for n, t in enumerate(instructions, 1))
-    user = prompt["user_classification" if classification else "user"].format(tasks=tasks, count=len(instructions))
-    return [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": user}]
 
 
 def parse_instructions(completion: Completion, chat: bool = False) -> list[tuple[str, str]]:
@@ -99,6 +122,13 @@ def check_classification_seeds(instructions: list[str]) -> list[str]:
     return instructions
 
 
+def prompt_seeds(config: Config, seeds: list[Instruction]) -> list[str]:
+    """The seeds the prompts show: all of them, or the classification ones (bootstrap.classification_seeds_only)."""
+    if config.bootstrap.classification_seeds_only:
+        return check_classification_seeds([i.text for i in seeds if i.classification == "yes"])
+    return [i.text for i in seeds]
+
+
 class BarrenBootstrap(RuntimeError):
     """Many answered requests in a row gave no accepted instruction: the run stops instead of spending more."""
 
@@ -125,12 +155,11 @@ class Bootstrapper:
         self.seeds = [i.text for i in seeds]
         self.machine = [i.text for i in store.accepted("machine")]
         # The in-context seeds; novelty is judged against every seed in either case.
-        self.header, self.prompt_seeds = HEADER, self.seeds
-        if cfg.classification_seeds_only:
-            self.header = CLASSIFICATION_HEADER
-            self.prompt_seeds = check_classification_seeds([i.text for i in seeds if i.classification == "yes"])
+        self.prompt_seeds = prompt_seeds(config, seeds)
         self.texts = set(self.seeds) | set(self.machine)  # exact copies: see judge
         self.chat = config.lm.api == "chat"
+        self.prompts = load_prompts(config.prompts.dir)
+        self.encode = encoder(self.prompts, self.chat, cfg.classification_seeds_only, cfg.guidance)
         self.sampling = stage_sampling(config, STAGE, SCHEMA)
         self.barren = 0  # answered requests in a row without an accepted instruction
         # Progress counts, kept in memory rather than re-counted in the database after every request.
@@ -238,20 +267,12 @@ class Bootstrapper:
                     await self.engine.changed.wait()
 
     def _prompt(self, number: int) -> Prompt:
-        # The sample of in-context instructions depends only on the run seed, the prompt's group number and the pool.
-        cfg = self.config.bootstrap
-        group = number // cfg.samples_per_prompt
+        group = number // self.config.bootstrap.samples_per_prompt
         if group not in self.group_prompt:
-            rng = random.Random(f"{self.config.seed}:{STAGE}:{group}")
             pool_size = self.pool_size.pop(group)
             machine = self.machine[:pool_size] if self.engine.ordered else self.machine
-            shown = sample_prompt_instructions(
-                rng, self.prompt_seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions
-            )
-            prompt = (
-                encode_chat(shown, cfg.classification_seeds_only) if self.chat else encode_prompt(shown, self.header)
-            )
-            self.group_prompt[group] = (prompt, cfg.samples_per_prompt)
+            prompt = self.encode(in_context_sample(self.config, group, self.prompt_seeds, machine))
+            self.group_prompt[group] = (prompt, self.config.bootstrap.samples_per_prompt)
         prompt, left = self.group_prompt.pop(group)
         if left > 1:
             self.group_prompt[group] = (prompt, left - 1)
@@ -270,7 +291,7 @@ class Bootstrapper:
                 )
                 prompt = self.sent.pop(number, None)
                 if self.chat and completion is not None and isinstance(prompt, list) and not self._usable(completion):
-                    repair = repair_messages(prompt, completion.text, load_chat_prompt("chat_bootstrap.txt"))
+                    repair = repair_messages(prompt, completion.text, self.prompts.fill("chat_bootstrap.txt", "repair"))
                     await self.engine.request(REPAIR, repair, self.sampling, sample_index=number, on_result=self.judge)
             finally:
                 # Settled in number order in ordered mode (results are applied in submission order).
@@ -299,8 +320,7 @@ class Bootstrapper:
         ]
         await run_all(self.engine, map(self._resend, unfinished))
         # New requests start a new prompt group: a group that a stopped run left part-sent keeps its one prompt.
-        spp = self.config.bootstrap.samples_per_prompt
-        self.first = self.next = -(-self.store.next_sample_index(STAGE) // spp) * spp
+        self.first = self.next = first_new_group(self.store, self.config) * self.config.bootstrap.samples_per_prompt
         self.initial = (len(self.machine), self.answered)
         # Twice as many workers as slots: while one stores and judges its answer, another already holds the slot it
         # freed and sends (the engine bounds what is in flight; `_next_number` counts the waiting ones as in flight).

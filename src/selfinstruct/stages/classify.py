@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 from selfinstruct.config import Config, object_schema, stage_sampling
-from selfinstruct.lm import Completion, Message
+from selfinstruct.lm import Completion, Prompt
 from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.parsing import verdict
-from selfinstruct.stages import (
-    Report,
-    chat_messages,
-    few_shot_examples,
-    load_chat_prompt,
-    load_prompt,
-    no_report,
-    repair_messages,
-)
+from selfinstruct.stages import Report, chat_messages, no_report, repair_messages
+from selfinstruct.stages.prompts import Prompts, classify_question
+from selfinstruct.stages.prompts import load as load_prompts
 from selfinstruct.store import Instruction, Store
 
 STAGE = "classify"
@@ -32,15 +27,21 @@ SCHEMA = json.dumps(object_schema(answer={"type": "string", "enum": ["Yes", "No"
 RETRY_TEMPERATURE = 1.0
 
 
-def encode_prompt(prefix: str, instruction: str) -> str:
-    return f"{prefix}Task: {instruction.strip()}\nIs it classification?"
-
-
-def encode_chat(instruction: str) -> list[Message]:
-    """The chat form: the same 30 examples as user/assistant turns, then the question."""
-    prompt = load_chat_prompt("chat_classify.txt")
-    examples = tuple((task, answer.rsplit("?", 1)[-1].strip()) for task, answer in few_shot_examples("classify.txt"))
-    return chat_messages(prompt, prompt["user"].format(instruction=instruction.strip()), examples)
+def encoder(prompts: Prompts, chat: bool) -> Callable[[str], Prompt]:
+    """The request for an instruction: the few-shot text, the task and the examples' question; or in chat, the
+    same examples as user/assistant turns, then the task."""
+    if not chat:
+        prefix, question = prompts.fill("classify.txt"), classify_question(prompts)
+        return lambda instruction: f"{prefix}Task: {instruction.strip()}\n{question}"
+    name = "chat_classify.txt"
+    system = prompts.fill(name, "system")
+    examples = [
+        (prompts.fill(name, "user", instruction=task), answer.rsplit("?", 1)[-1].strip())
+        for task, answer in prompts.examples("classify.txt")
+    ]
+    return lambda instruction: chat_messages(
+        system, examples, prompts.fill(name, "user", instruction=instruction.strip())
+    )
 
 
 def parse_answer(text: str) -> str | None:
@@ -50,7 +51,8 @@ def parse_answer(text: str) -> str | None:
 
 
 async def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    prefix = load_prompt("classify.txt")
+    prompts = load_prompts(config.prompts.dir)
+    encode = encoder(prompts, config.lm.api == "chat")
     cfg = config.classify
     first_sampling = stage_sampling(config, STAGE, SCHEMA)
     chat = config.lm.api == "chat"
@@ -61,7 +63,7 @@ async def classify(config: Config, store: Store, engine: Engine, report: Report 
         report(sum(counts.values()), len(todo), ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     async def one(instruction: Instruction) -> None:
-        prompt = encode_chat(instruction.text) if chat else encode_prompt(prefix, instruction.text)
+        prompt = encode(instruction.text)
 
         def record(request_id: int, completion: Completion) -> None:
             answer = parse_answer(completion.text)
@@ -72,7 +74,7 @@ async def classify(config: Config, store: Store, engine: Engine, report: Report 
         for attempt in range(cfg.max_attempts):
             stage, sent, sampling = STAGE, prompt, first_sampling
             if attempt == 1 and chat and isinstance(prompt, list):  # the repair turn
-                stage, sent = REPAIR, repair_messages(prompt, answer, load_chat_prompt("chat_classify.txt"))
+                stage, sent = REPAIR, repair_messages(prompt, answer, prompts.fill("chat_classify.txt", "repair"))
             elif attempt:
                 sampling = dataclasses.replace(
                     first_sampling, temperature=max(first_sampling.temperature, RETRY_TEMPERATURE), top_p=1.0

@@ -8,20 +8,15 @@ is unknown are treated as non-classification. The raw responses are stored; stag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from selfinstruct.config import Config, object_schema, stage_sampling
-from selfinstruct.lm import Completion, Message
+from selfinstruct.lm import Completion, Prompt
 from selfinstruct.lm.engine import Engine, run_all
-from selfinstruct.stages import (
-    Report,
-    chat_messages,
-    few_shot_examples,
-    load_chat_prompt,
-    load_prompt,
-    no_report,
-    repair_messages,
-)
+from selfinstruct.stages import Report, chat_messages, no_report, repair_messages
 from selfinstruct.stages.prepare import parse_instances
+from selfinstruct.stages.prompts import Prompts
+from selfinstruct.stages.prompts import load as load_prompts
 from selfinstruct.store import Instruction, Request, Store
 
 STAGE = "instances"
@@ -39,15 +34,22 @@ def _examples_schema(*fields: str) -> str:
 SCHEMAS = {True: _examples_schema("label", "input"), False: _examples_schema("input", "output")}  # lm.structured
 
 
-def encode_prompt(prefix: str, instruction: str) -> str:
-    return f"{prefix}Task: {instruction.strip()}\n"
-
-
-def encode_chat(instruction: str, classification: bool) -> list[Message]:
-    """The chat form: the same few-shot examples as user/assistant turns, then the task."""
-    prompt = load_chat_prompt(f"chat_{TEMPLATES[classification]}")
-    user = prompt["user"].format(instruction=instruction.strip())
-    return chat_messages(prompt, user, few_shot_examples(TEMPLATES[classification]))
+def encoder(prompts: Prompts, chat: bool, classification: bool, guidance: str = "") -> Callable[[str], Prompt]:
+    """The request for an instruction: the few-shot text, then "Task: <instruction>"; or in chat, the same
+    examples as user/assistant turns, then the task."""
+    name = TEMPLATES[classification]
+    if not chat:
+        prefix = prompts.fill(name, guidance=guidance)
+        return lambda instruction: f"{prefix}Task: {instruction.strip()}\n"
+    chat_name = f"chat_{name}"
+    system = prompts.fill(chat_name, "system", guidance=guidance)
+    examples = [
+        (prompts.fill(chat_name, "user", guidance=guidance, instruction=task), answer)
+        for task, answer in prompts.examples(name)
+    ]
+    return lambda instruction: chat_messages(
+        system, examples, prompts.fill(chat_name, "user", guidance=guidance, instruction=instruction.strip())
+    )
 
 
 def usable(completion: Completion, classification: bool) -> bool:
@@ -56,9 +58,10 @@ def usable(completion: Completion, classification: bool) -> bool:
 
 
 async def generate_instances(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    prefixes = {clf: load_prompt(name) for clf, name in TEMPLATES.items()}
-    samplings = {clf: stage_sampling(config, STAGE, SCHEMAS[clf]) for clf in TEMPLATES}
+    prompts = load_prompts(config.prompts.dir)
     chat = config.lm.api == "chat"
+    encoders = {clf: encoder(prompts, chat, clf, config.instances.guidance) for clf in TEMPLATES}
+    samplings = {clf: stage_sampling(config, STAGE, SCHEMAS[clf]) for clf in TEMPLATES}
     answered: dict[int, list[Request]] = {}
     for inst, request in store.instance_responses():
         answered.setdefault(inst.id, []).append(request)
@@ -82,7 +85,7 @@ async def generate_instances(config: Config, store: Store, engine: Engine, repor
         nonlocal finished, failed
         clf = instruction.classification == "yes"
         sampling = samplings[clf]
-        prompt = encode_chat(instruction.text, clf) if chat else encode_prompt(prefixes[clf], instruction.text)
+        prompt = encoders[clf](instruction.text)
         answer = repairs[instruction.id].text if instruction.id in repairs else None
         if answer is None:
             completion = await engine.request(STAGE, prompt, sampling, instruction_id=instruction.id)
@@ -90,8 +93,7 @@ async def generate_instances(config: Config, store: Store, engine: Engine, repor
                 answer = completion.text
             failed += completion is None
         if answer is not None and isinstance(prompt, list):  # the repair turn
-            chat_prompt = load_chat_prompt(f"chat_{TEMPLATES[clf]}")
-            repair = repair_messages(prompt, answer, chat_prompt)
+            repair = repair_messages(prompt, answer, prompts.fill(f"chat_{TEMPLATES[clf]}", "repair"))
             failed += await engine.request(REPAIR, repair, sampling, instruction_id=instruction.id) is None
         finished += 1
         report(finished, len(todo), f"failed {failed}")

@@ -77,14 +77,15 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def run_options(func: Callable[..., Any], out_help: str | None = None) -> Callable[..., Any]:
+    """The options of `run` and the stage commands (and of `prompts`, where --out is optional)."""
     options = [
         click.option(
             "--out",
             "out",
-            required=True,
+            required=out_help is None,
             type=click.Path(file_okay=False),
-            help="Run directory (created if missing; an existing one is resumed).",
+            help=out_help or "Run directory (created if missing; an existing one is resumed).",
         ),
         click.option(
             "--num-instructions",
@@ -143,6 +144,22 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--replicas", type=int, default=None, help="With --ray: model actors (default 1)."),
         click.option("--concurrency", type=int, default=None, help="Requests in flight at once (default 64)."),
         click.option(
+            "--prompts",
+            "prompts_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="DIR",
+            help="A directory of prompt files replacing any of the defaults (write them with `selfinstruct prompts "
+            "--output DIR`, then edit).",
+        ),
+        click.option(
+            "--guidance",
+            default=None,
+            metavar="TEXT",
+            help="The domain and kind of tasks wanted, placed in the bootstrap prompt (e.g. 'tasks that the "
+            "customer-support assistant of a bakery receives').",
+        ),
+        click.option(
             "--max-cost",
             type=float,
             default=None,
@@ -184,6 +201,8 @@ def _overrides(
     concurrency: int | None,
     max_cost: float | None,
     max_tokens_total: int | None,
+    prompts_dir: str | None,
+    guidance: str | None,
 ) -> dict[str, Any]:
     top = {"num_instructions": num_instructions, "seed_tasks": seed_tasks, "seed": seed}
     lm = {
@@ -198,6 +217,10 @@ def _overrides(
     out: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
     if any(v is not None for v in lm.values()):
         out["lm"] = {k: v for k, v in lm.items() if v is not None}
+    if prompts_dir is not None:
+        out["prompts"] = {"dir": prompts_dir}
+    if guidance is not None:
+        out["bootstrap"] = {"guidance": guidance}
     ray = {"address": ray_address, "replicas": replicas}
     if any(v is not None for v in ray.values()):
         out["ray"] = {k: v for k, v in ray.items() if v is not None}
@@ -387,6 +410,61 @@ _stage_command("bootstrap", "Stage 1: generate instructions until --num-instruct
 _stage_command("classify", "Stage 2: ask the LM whether each machine instruction is a classification task.")
 _stage_command("instances", "Stage 3: generate instances (output-first for classification tasks).")
 _stage_command("prepare", "Stage 4: parse and filter the instances (no LM calls; safe to re-run).")
+
+
+@cli.command("prompts")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Write every default prompt file (both APIs, every stage) into DIR, each with a header naming its "
+    "placeholders; then edit any of them and run with --prompts DIR.",
+)
+@click.option(
+    "--show",
+    type=click.Choice(["bootstrap", "classify", "instances"]),
+    default=None,
+    help="Print the exact request the next request of this stage would send (nothing is sent or written).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --show: print the request as JSON.")
+@functools.partial(
+    run_options, out_help="With --show: the run directory (need not exist: then what a new run would send)."
+)
+@_handle_errors
+def prompts_command(
+    output: str | None,
+    show: str | None,
+    as_json: bool,
+    out: str | None,
+    config_file: str | None,
+    allow_config_change: bool,
+    retry_failed: bool,
+    **flags: Any,
+) -> None:
+    """Own the prompts: write the default prompt files to edit, or show the exact next request of a stage with
+    the same options as `run` (--guidance and --prompts included).
+
+    Examples: selfinstruct prompts --output my-prompts
+
+    selfinstruct prompts --show bootstrap --out runs/bakery --guidance "tasks that the customer-support assistant
+    of a bakery receives"
+    """
+    if (output is None) == (show is None):
+        raise click.UsageError("give either --output DIR (write the default prompt files) or --show STAGE --out DIR")
+    if output is not None:
+        from selfinstruct.stages.prompts import write_defaults
+
+        written = write_defaults(output)
+        console.print(f"wrote {len(written)} prompt files to {output}; edit any of them (delete the others to keep")
+        console.print(f"the defaults) and run with --prompts {output}")
+        return
+    if out is None:
+        raise click.UsageError("--show needs --out DIR: the run directory (it need not exist)")
+    from selfinstruct.preview import preview
+
+    request = preview(out, show, _overrides(**flags), config_file, allow_config_change)
+    click.echo(json.dumps(request.to_dict(), indent=2, ensure_ascii=False) if as_json else request.render())
 
 
 def _open_existing(run_dir: str) -> Run:

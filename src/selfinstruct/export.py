@@ -184,7 +184,7 @@ def check_openai_chat(record: Any) -> list[str]:
 
 
 def dataset_card(store: Store, rows: list[Row]) -> str:
-    from selfinstruct.report.stats import compute
+    from selfinstruct.report.stats import compute, steering
 
     stats = compute(store)
     config = json.loads(store.get_meta("config") or "{}")
@@ -194,6 +194,7 @@ def dataset_card(store: Store, rows: list[Row]) -> str:
         f"| {k} | {v:,.1f} |" if isinstance(v, float) else f"| {k} | {v:,} |" for k, v in stats.table1.items()
     )
     funnel = "\n".join(f"| {reason} | {n:,} |" for reason, n in stats.instruction_funnel.dropped.items())
+    steering = "\n".join(f"- {name}: {value}" for name, value in steering(config))
     instance_funnel = "\n".join(f"| {reason} | {n:,} |" for reason, n in stats.instance_funnel.dropped.items())
     return f"""---
 language: en
@@ -220,6 +221,7 @@ Generated with [selfinstruct](https://pypi.org/project/selfinstruct/), an implem
 - Bootstrap sampling: `{json.dumps(bootstrap.get("sampling", {}))}`
 - Novelty filter: ROUGE-L F1 > {bootstrap.get("similarity_threshold")} to the pool rejected
   (tokenizer `{bootstrap.get("tokenizer")}`); run seed {config.get("seed")}
+{steering}
 
 ## Filters
 

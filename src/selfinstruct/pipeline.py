@@ -71,7 +71,7 @@ class RunError(RuntimeError):
     """The run directory cannot be used as asked: the message says why and what to do."""
 
 
-def _resolve_config(
+def resolve_config(
     stored: cfg.Config | None, config_file: str | None, overrides: dict[str, Any], allow_config_change: bool
 ) -> cfg.Config:
     config = stored or cfg.Config()
@@ -99,6 +99,12 @@ def with_prompts_hash(config: cfg.Config) -> cfg.Config:
     folder = config.prompts.dir and str(Path(config.prompts.dir).resolve())
     prompts = load_prompts(folder)
     return dataclasses.replace(config, prompts=cfg.PromptsConfig(dir=folder, hash=prompts.hash))
+
+
+def stored_config(store: Store) -> cfg.Config | None:
+    """The config a run directory was made with (None before its first command stored one)."""
+    text = store.get_meta("config")
+    return cfg.from_dict(_upgrade_stored_config(json.loads(text))) if text else None
 
 
 def _upgrade_stored_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -142,10 +148,9 @@ class Run:
         stored = None
         if (out / DB_NAME).exists():
             store = Store(out)
-            text = store.get_meta("config")
-            stored = cfg.from_dict(_upgrade_stored_config(json.loads(text))) if text else None
+            stored = stored_config(store)
             store.close()
-        config = _resolve_config(stored, config_file, overrides or {}, allow_config_change)
+        config = resolve_config(stored, config_file, overrides or {}, allow_config_change)
         # Validate the seed file before creating anything, so a bad file leaves nothing behind.
         seeds = load_seed_tasks(config.seed_tasks) if stored is None else None
         if seeds is not None and config.bootstrap.classification_seeds_only:

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from selfinstruct.report.diversity import top_verbs_and_nouns, verb_noun_pairs
-from selfinstruct.report.stats import Funnel, RunStats, compute
+from selfinstruct.report.stats import Funnel, RunStats, compute, steering
 from selfinstruct.store import Store
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1"]
@@ -201,6 +201,7 @@ def render(store: Store) -> str:
 <h1>Self-Instruct run report</h1>
 <p>Run <code>{escape(str(store.run_dir))}</code> · backend <code>{escape(str(lm.get("backend")))}</code> ·
 model <code>{escape(str(model))}</code> · seed {escape(str(config.get("seed")))} · generated {generated}</p>
+<p id="prompts">{" · ".join(f"{escape(name)}: <code>{escape(value)}</code>" for name, value in steering(config))}</p>
 
 <h2 id="table1">Statistics (the paper's Table 1)</h2>
 <table>{table1}</table>

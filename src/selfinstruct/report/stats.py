@@ -144,3 +144,18 @@ def compute(store: Store) -> RunStats:
         requests=request_stats(store),
         replicas=replica_stats(store),
     )
+
+
+def steering(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """What steered a run's data, from its stored config, for the report and the dataset card."""
+    prompts = config.get("prompts") or {}
+    digest = prompts.get("hash") or "?"
+    if prompts.get("dir"):
+        source = f"the package's, with the files of {prompts['dir']} in their place (hash {digest})"
+    else:
+        source = f"the package's defaults (hash {digest})"
+    lines = [("Prompt files", source)]
+    for stage in ("bootstrap", "instances"):
+        if guidance := (config.get(stage) or {}).get("guidance"):
+            lines.append((f"Guidance ({stage})", guidance))
+    return lines

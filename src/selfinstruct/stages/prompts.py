@@ -308,3 +308,20 @@ def _check_examples(where: str, name: str, text: str, kind: str, first: int) -> 
             f"{where}:{first}: the examples ask different questions ({' / '.join(sorted(questions))}); a request "
             "asks the examples' question, so they must all ask the same one"
         )
+
+
+def write_defaults(directory: str | Path) -> list[Path]:
+    """Every default prompt file, with its header, into `directory`, for the user to edit. Nothing is written
+    when any of them exists there already."""
+    from selfinstruct.export import atomic_write
+
+    folder = Path(directory)
+    targets = {name: folder / name for name in SPECS}
+    if existing := [path for path in targets.values() if path.exists()]:
+        raise InputError(
+            f"{existing[0]}: exists; nothing was written (choose another directory, or move the prompt files there "
+            "out of the way first)"
+        )
+    for name, path in targets.items():
+        atomic_write(path, f"{header(name)}\n{default_text(name)}")
+    return list(targets.values())

@@ -44,9 +44,9 @@ def encoder(
         section = "prompt_classification" if classification else "prompt"
 
         def text(instructions: list[str]) -> Prompt:
-            lines = [f"{n}. {_one_line(task).rstrip(':')}" for n, task in enumerate(instructions, 1)]
-            lines.append(f"{len(instructions) + 1}.")
-            return prompts.fill("bootstrap.txt", section, guidance=guidance, tasks="\n".join(lines))
+            tasks = "\n".join(f"{n}. {_one_line(task).rstrip(':')}" for n, task in enumerate(instructions, 1))
+            text = prompts.fill("bootstrap.txt", section, guidance=guidance, tasks=tasks)
+            return f"{text}\n{len(instructions) + 1}."
 
         return text
     name = "chat_bootstrap.txt"

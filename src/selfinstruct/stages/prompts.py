@@ -23,8 +23,7 @@ from pathlib import Path
 from selfinstruct.records import InputError, read_text
 
 PLACEHOLDERS = {
-    "tasks": "the in-context tasks, numbered from 1 (completions: followed by the next number, for the model to "
-    "continue the list)",
+    "tasks": "the in-context tasks, one per line, numbered from 1",
     "count": "how many tasks the prompt shows",
     "instruction": "the task the request is about",
     "guidance": "the run's guidance ([bootstrap] guidance or [instances] guidance, --guidance); a line holding it "
@@ -53,8 +52,9 @@ _CHAT_INSTANCES = {
 }
 SPECS: dict[str, FileSpec] = {
     "bootstrap.txt": FileSpec(
-        "Stage 1, bootstrap, completions API: the list the model continues. [prompt_classification] is used with "
-        "bootstrap.classification_seeds_only. {tasks} must end each section.",
+        "Stage 1, bootstrap, completions API: the list the model continues; a request is the section, then the "
+        "next number of the list ('9.') on a line of its own. [prompt_classification] is used with "
+        "bootstrap.classification_seeds_only.",
         {
             "prompt": Section(("tasks",), ("guidance",)),
             "prompt_classification": Section(("tasks",), ("guidance",)),
@@ -224,25 +224,18 @@ def _parse(name: str, text: str, path: Path | None) -> dict[str, str]:
         missing = [s for s in spec.sections if s not in sections]
         if missing:
             raise InputError(
-                f"{where}:{len(lines)}: no {', '.join(f'[{s}]' for s in missing)} section; {name} needs "
-                f"{', '.join(f'[{s}]' for s in spec.sections)}"
+                f"{where}:{len(text.rstrip().splitlines())}: no {', '.join(f'[{s}]' for s in missing)} section; "
+                f"{name} needs {', '.join(f'[{s}]' for s in spec.sections)}"
             )
     out = {}
     for section, (first, body) in sections.items():
         template = "\n".join(body).strip()
-        _check_placeholders(where, name, section, first, body, spec.sections[section])
         if not template:
-            raise InputError(f"{where}:{first}: section [{section}] is empty")
+            empty = "the file is empty" if section == TEXT else f"[{section}] is empty"
+            raise InputError(f"{where}:{first}: {empty}")
+        _check_placeholders(where, name, section, first, body, spec.sections[section])
         # A few-shot text is a prefix: a request appends "Task: ...", after a blank line whatever the file ends with.
         out[section] = template + "\n\n" if section == TEXT else template
-    if name == "bootstrap.txt":
-        for section, template in out.items():
-            if not template.endswith("{tasks}"):
-                first, body = sections[section]
-                raise InputError(
-                    f"{where}:{first + len(body) - 1}: [{section}] must end with {{tasks}}: the model continues the "
-                    "numbered list from its next number, so nothing may follow it"
-                )
     if spec.examples:
         first, body = sections[TEXT]
         _check_examples(where, name, "\n".join(body), spec.examples, first)
@@ -294,7 +287,13 @@ def _check_examples(where: str, name: str, text: str, kind: str, first: int) -> 
                     f"{where}:{number}: the answer {answer!r} to the example task {task!r} needs a question ending "
                     "in '?' and then Yes or No"
                 )
-            questions.add(question.strip() + "?")
+            question = question.strip() + "?"
+            if questions and question not in questions:
+                raise InputError(
+                    f"{where}:{number}: the example asks {question!r}, the first one {next(iter(questions))!r}; a "
+                    "request asks the examples' question, so they must all ask the same one"
+                )
+            questions.add(question)
             continue
         classification = kind == "instances_classification"
         if not any(not problem for _, _, problem in parse_instances(Completion(answer, "stop", 0, 0), classification)):
@@ -303,11 +302,6 @@ def _check_examples(where: str, name: str, text: str, kind: str, first: int) -> 
                 f"{where}:{number}: the answer to the example task {task!r} does not parse as instances ({layout} "
                 f"expected): {answer[:80]!r}"
             )
-    if len(questions) > 1:
-        raise InputError(
-            f"{where}:{first}: the examples ask different questions ({' / '.join(sorted(questions))}); a request "
-            "asks the examples' question, so they must all ask the same one"
-        )
 
 
 def write_defaults(directory: str | Path) -> list[Path]:

@@ -70,14 +70,15 @@ def main() -> None:
                 print(f"\n## {api}, guidance {label}: {args.sample} of {len(texts)} accepted (seeded sample)")
                 for text in random.Random(args.seed).sample(texts, min(args.sample, len(texts))):
                     print(f"- [{'x' if on_domain(text) else ' '}] {text}")
-        ratio = shares["guided"] / shares["none"] if shares["none"] else float("inf")
-        rows.append((api, "guided / none", None, None, ratio, None))
+        rows.append((api, "guided / none", None, None, (shares["guided"], shares["none"]), None))
     print(f"\nguidance: {args.guidance!r}; {args.num_instructions} instructions per run, seed {args.seed}")
     print("| api | guidance | accepted | on domain (word list) | share | wall s |")
     print("|---|---|---:|---:|---:|---:|")
     for api, label, accepted, hits, share, seconds in rows:
         if accepted is None:
-            print(f"| {api} | **{label}** | | | **{share:.1f}x** | |")
+            guided, none = share
+            ratio = f"{guided / none:.1f}x" if none else "from none" if guided else "none either way"
+            print(f"| {api} | **{label}** | | | **{ratio}** | |")
         else:
             print(f"| {api} | {label} | {accepted} | {hits} | {share:.1%} | {seconds:.0f} |")
     sys.stdout.flush()

@@ -27,6 +27,13 @@ def seeds(tmp: Path, text: str | bytes, name: str = "seeds.jsonl") -> str:
     return str(path)
 
 
+def prompt_file(tmp: Path, name: str, text: str) -> str:
+    """A prompts directory holding one file; its path."""
+    (tmp / "prompts").mkdir(exist_ok=True)
+    (tmp / "prompts" / name).write_text(text)
+    return str(tmp / "prompts")
+
+
 def line(**fields: object) -> str:
     return json.dumps({**SEED, **fields}) + "\n"
 
@@ -168,6 +175,40 @@ CASES = [
         "negative count",
         lambda t: ["run", "--out", f"{t}/run", "--num-instructions", "-5"],
         "num_instructions must be at least 1",
+    ),
+    Case(
+        "prompt file with an unknown placeholder",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--prompts",
+            prompt_file(
+                t, "chat_classify.txt", "[system]\nDecide.\n[user]\nTask: {instruction} for {user}\n[repair]\nNo.\n"
+            ),
+        ],
+        "chat_classify.txt:4: unknown placeholder {user} in [user] of chat_classify.txt; it takes {instruction}",
+    ),
+    Case(
+        "prompt file whose examples the stage cannot parse",
+        lambda t: [
+            "run",
+            "--out",
+            f"{t}/run",
+            "--prompts",
+            prompt_file(t, "instances_generation.txt", "Examples.\n\nTask: Be kind.\nHere you go: be kind!\n"),
+        ],
+        "instances_generation.txt:4: the answer to the example task 'Be kind.' does not parse as instances",
+    ),
+    Case(
+        "a misspelt prompt file name",
+        lambda t: ["run", "--out", f"{t}/run", "--prompts", prompt_file(t, "bootstrp.txt", "{tasks}")],
+        "bootstrp.txt: not a prompt file this version reads; the files are bootstrap.txt",
+    ),
+    Case(
+        "a prompts directory that does not exist",
+        lambda t: ["run", "--out", f"{t}/run", "--prompts", f"{t}/none"],
+        "the prompts directory does not exist (write the defaults there with `selfinstruct prompts --output DIR`",
     ),
     Case(
         "unwritable output directory",

@@ -95,6 +95,10 @@ def test_placeholders_braces_and_guidance_lines(tmp_path: Path) -> None:
     text = default_text("chat_classify.txt").replace("Task: {instruction}", "Task {{id}}: {instruction} {{json}}")
     prompts = load(prompt_dir(tmp_path, chat_classify=text))
     user = classify.encoder(prompts, chat=True)("Is {x} a {{y}}?")[-1]["content"]
+    kept = default_text("instances_generation.txt").replace("\n\n", "\nLiteral {{guidance}} stays.\n\n", 1)
+    assert "Literal {guidance} stays." in instances.encoder(
+        load(prompt_dir(tmp_path, instances_generation=kept)), False, False
+    )("Do it.")
     assert user.startswith("Task {id}: Is {x} a {{y}}? {json}")  # literal braces; the instruction is not re-read
     # Guidance fills its lines, on one line, in both APIs; without it the lines are gone.
     defaults = load()

@@ -96,7 +96,7 @@ def resolve_config(
 def with_prompts_hash(config: cfg.Config) -> cfg.Config:
     """The config with the content hash of its prompt files; the files are read and checked here, so a broken one
     stops the command (naming its file and line) before anything is sent or written."""
-    folder = config.prompts.dir and str(Path(config.prompts.dir).resolve())
+    folder = str(Path(config.prompts.dir).resolve()) if config.prompts.dir else None
     prompts = load_prompts(folder)
     return dataclasses.replace(config, prompts=cfg.PromptsConfig(dir=folder, hash=prompts.hash))
 

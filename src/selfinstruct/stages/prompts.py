@@ -121,13 +121,17 @@ class Prompts:
         """The section with its placeholders filled; the lines holding {guidance} dropped when there is none."""
         template = self.files[name][section]
         if not guidance.strip():
-            template = "\n".join(line for line in template.split("\n") if "{guidance}" not in line)
+            template = "\n".join(line for line in template.split("\n") if not _holds(line, "guidance"))
         values["guidance"] = " ".join(guidance.split())
         return _TOKEN.sub(lambda m: values[m[1]] if m[1] else m[0][0], template)
 
     def examples(self, name: str) -> tuple[tuple[str, str], ...]:
         """The (task, answer) examples of a few-shot file: each block "Task: ...\\n<answer>"."""
         return _examples(self.fill(name))
+
+
+def _holds(line: str, placeholder: str) -> bool:
+    return any(m[1] == placeholder for m in _TOKEN.finditer(line))
 
 
 def _examples(text: str) -> tuple[tuple[str, str], ...]:
@@ -167,7 +171,7 @@ def load(directory: str | Path | None = None) -> Prompts:
     and line of the first problem."""
     texts = {name: (default_text(name), None) for name in SPECS}
     replaced: dict[str, Path] = {}
-    if directory is not None:
+    if directory:  # None or "": the defaults
         folder = Path(directory)
         if not folder.is_dir():
             raise InputError(

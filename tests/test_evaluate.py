@@ -12,7 +12,8 @@ from conftest import SHARED
 
 from selfinstruct.cli import cli
 from selfinstruct.devserver import DevServer
-from selfinstruct.evaluate import load_eval_set, parse_rating, prompt_for, rouge_l_f1
+from selfinstruct.evaluate import load_eval_set, parse_rating, prompt_for
+from selfinstruct.similarity import rouge_l_f1
 
 
 def write_predictions(path: Path, pairs: list[tuple[str, str]]) -> None:

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from selfinstruct.lm import Message
+from selfinstruct.lmtypes import Message
 
 _VOCAB = [
     f"{a}{b}"

@@ -17,7 +17,8 @@ import click
 from rich.console import Console
 
 from selfinstruct import dedup
-from selfinstruct.export import FORMATS, atomic_write
+from selfinstruct.export import FORMATS
+from selfinstruct.files import atomic_write
 from selfinstruct.finetune import METHODS, PROMPT_FORMATS
 
 # The run machinery (pipeline, engine, backends, reports, progress bars) is imported by the commands that use it,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.export import atomic_write
+from selfinstruct.files import atomic_write
 from selfinstruct.records import InputError, read_records
 from selfinstruct.similarity import sequential_filter
 

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import LMConfig, Sampling
-from selfinstruct.export import END_OF_TEXT, atomic_write, finetuning_record
+from selfinstruct.export import END_OF_TEXT, finetuning_record
+from selfinstruct.files import atomic_write
 from selfinstruct.lm import create_backends
 from selfinstruct.lm.engine import Engine, run_all
 from selfinstruct.records import InputError, read_records
 from selfinstruct.report.evaluation import render_evaluation
-from selfinstruct.similarity import rouge_l, tokenize
+from selfinstruct.similarity import rouge_l_f1
 from selfinstruct.store import Store
 
 PREDICTION_KEYS = ("prompt", "instruction", "input", "response", "target")
@@ -60,11 +61,6 @@ class EvalItem:
     instruction: str
     input: str
     target: str
-
-
-def rouge_l_f1(target: str, response: str) -> float:
-    """ROUGE-L F1 exactly as rouge_score's RougeScorer(["rougeL"]).score(target, response).fmeasure."""
-    return rouge_l(tokenize(target), tokenize(response))
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

@@ -11,13 +11,12 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.config import Config
+from selfinstruct.files import atomic_directory, atomic_write
 from selfinstruct.store import Store
 
 END_OF_TEXT = "<|endoftext|>"
@@ -27,39 +26,6 @@ Row = dict[str, Any]
 
 class ExportError(RuntimeError):
     """An export cannot be written or does not pass its consumer's checks."""
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_directory(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` fills a temporary directory beside `path`, which then replaces `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _jsonl(rows: Iterable[Row]) -> str:

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.export import END_OF_TEXT, atomic_directory, finetuning_record, openai_chat_record
+from selfinstruct.export import END_OF_TEXT, finetuning_record, openai_chat_record
+from selfinstruct.files import atomic_directory
 from selfinstruct.records import InputError, read_records
 from selfinstruct.store import DB_NAME
 

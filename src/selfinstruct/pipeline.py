@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 from selfinstruct import config as cfg
 from selfinstruct.export import export
 from selfinstruct.lm import LM, create_backends
-from selfinstruct.lm.engine import Engine, Prices
+from selfinstruct.lm.engine import Engine
+from selfinstruct.lmtypes import Prices
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages import Report, no_report
 from selfinstruct.stages.bootstrap import bootstrap, check_classification_seeds

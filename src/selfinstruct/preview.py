@@ -16,8 +16,8 @@ from typing import Any
 
 from selfinstruct import config as cfg
 from selfinstruct.config import stage_sampling
-from selfinstruct.lm import Prompt
 from selfinstruct.lm.engine import sampling_params
+from selfinstruct.lmtypes import Prompt
 from selfinstruct.pipeline import resolve_config, stored_config
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages import bootstrap, classify, instances

@@ -81,6 +81,11 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
     return f1_from_lcs(LCSseq.similarity(a, b), len(a), len(b))
 
 
+def rouge_l_f1(target: str, response: str) -> float:
+    """ROUGE-L F1 of two texts, exactly as rouge_score's RougeScorer(["rougeL"]).score(target, response).fmeasure."""
+    return rouge_l(tokenize(target), tokenize(response))
+
+
 @lru_cache(maxsize=1 << 16)
 def need(m: int, n: int, threshold: float) -> int:
     """The smallest LCS with which lengths m and n could score above `threshold` (at least 1)."""

@@ -11,17 +11,20 @@ resume) or `rejected` (the backend refused the request itself: sent again only w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from selfinstruct.lm import Completion, Message, Prompt, render_prompt
+from selfinstruct.lmtypes import Completion, Message, Prompt, render_prompt
 from selfinstruct.seeds import SeedTask
+
+T = TypeVar("T")
 
 DB_NAME = "selfinstruct.sqlite"
 
@@ -502,3 +505,45 @@ class Store:
             sql += " WHERE n.verdict = ?"
             args = (verdict,)
         return [dict(r) for r in self._db.execute(sql + " ORDER BY n.instruction_id, n.position", args)]
+
+
+class Journal:
+    """Group commit: writes queued in one turn of the event loop commit together, each in its own savepoint.
+
+    Under concurrency, one fsync per write (each request is journaled before it is sent and again with its
+    answer) would stall the event loop hundreds of times a second. Queued writes run at the end of the loop's
+    current turn in one transaction; a write that fails is undone alone and fails only its own caller; each
+    caller resumes once its write is durable."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    async def write(self, operation: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((operation, future))
+        return await future
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.store.transaction():
+                for operation, _ in queue:
+                    try:
+                        with self.store.savepoint():
+                            outcomes.append((True, operation()))
+                    except Exception as e:
+                        outcomes.append((False, e))
+        except BaseException as e:  # the commit itself failed (disk full): nothing of the group is stored
+            outcomes = [(False, e)] * len(queue)
+        for (_, future), (ok, value) in zip(queue, outcomes, strict=True):
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)

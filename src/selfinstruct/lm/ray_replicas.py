@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import LM, BackendError, Completion, Prompt, create_in_process
+from selfinstruct.lm import LM, BackendError, create_in_process
+from selfinstruct.lmtypes import Completion, Prompt
 
 if TYPE_CHECKING:
     from selfinstruct.config import LMConfig, RayConfig

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import BackendError, Completion, Message, Prompt, fold_system
+from selfinstruct.lm import BackendError
+from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system
 
 if TYPE_CHECKING:
     import torch

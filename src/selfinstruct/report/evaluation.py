@@ -9,14 +9,9 @@ from html import escape
 from typing import Any
 
 from selfinstruct.report.html import STYLE
+from selfinstruct.similarity import rouge_l_f1
 
 RATINGS = ("A", "B", "C", "D")
-
-
-def _score(target: str, response: str) -> float:
-    from selfinstruct.evaluate import rouge_l_f1
-
-    return rouge_l_f1(target, response)
 
 
 def _models_table(results: dict[str, Any]) -> str:
@@ -66,7 +61,7 @@ def render_evaluation(results: dict[str, Any], predictions: dict[str, list[dict[
             cells.append(f"<br><span class='muted'>{escape(first['input'])}</span>")
         responses = "".join(
             f"<td>{escape(predictions[label][i]['response'])}<br><span class='muted'>ROUGE-L "
-            f"{_score(first['target'], predictions[label][i]['response']):.3f}</span></td>"
+            f"{rouge_l_f1(first['target'], predictions[label][i]['response']):.3f}</span></td>"
             for label in labels
         )
         rows.append(

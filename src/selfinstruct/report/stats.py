@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from selfinstruct.lm.engine import Prices
+from selfinstruct.lmtypes import Prices
 from selfinstruct.similarity import SimilarityIndex
 from selfinstruct.store import Store
 

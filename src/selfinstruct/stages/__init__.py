@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from selfinstruct.lm import Message
+from selfinstruct.lmtypes import Message
 
 # report(completed, total, info): the CLI draws progress bars with it; the Python API may pass None.
 Report = Callable[[int, int, str], None]

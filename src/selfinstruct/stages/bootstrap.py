@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from selfinstruct.config import Config, ConfigError, object_schema, stage_sampling
 from selfinstruct.filters import check_instruction, instruction_filters
-from selfinstruct.lm import Completion, Prompt
 from selfinstruct.lm.engine import Engine, run_all
+from selfinstruct.lmtypes import Completion, Prompt
 from selfinstruct.parsing import is_chatter, list_items, plain, strip_reasoning
 from selfinstruct.similarity import SimilarityIndex
 from selfinstruct.stages import Report, no_report, repair_messages

@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 
 from selfinstruct.config import Config, object_schema, stage_sampling
-from selfinstruct.lm import Completion, Prompt
 from selfinstruct.lm.engine import Engine, run_all
+from selfinstruct.lmtypes import Completion, Prompt
 from selfinstruct.stages import Report, chat_messages, no_report, repair_messages
 from selfinstruct.stages.prepare import parse_instances
 from selfinstruct.stages.prompts import Prompts

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from selfinstruct.config import Config
 from selfinstruct.filters import check_instance
-from selfinstruct.lm import Completion
+from selfinstruct.lmtypes import Completion
 from selfinstruct.parsing import normalise_instances
 from selfinstruct.stages import Report, no_report
 from selfinstruct.store import Store

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from selfinstruct.files import atomic_write
 from selfinstruct.records import InputError, read_text
 
 PLACEHOLDERS = {
@@ -272,7 +273,7 @@ def _check_placeholders(where: str, name: str, section: str, first: int, body: l
 def _check_examples(where: str, name: str, text: str, kind: str, first: int) -> None:
     """Each example's answer must parse with the parser of its stage, or the model would learn a layout that
     the run then cannot read. `text` is the section as written, `first` the line number of its first line."""
-    from selfinstruct.lm import Completion
+    from selfinstruct.lmtypes import Completion
     from selfinstruct.parsing import verdict
     from selfinstruct.stages.prepare import parse_instances
 
@@ -311,8 +312,6 @@ def _check_examples(where: str, name: str, text: str, kind: str, first: int) -> 
 def write_defaults(directory: str | Path) -> list[Path]:
     """Every default prompt file, with its header, into `directory`, for the user to edit. Nothing is written
     when any of them exists there already."""
-    from selfinstruct.export import atomic_write
-
     folder = Path(directory)
     targets = {name: folder / name for name in SPECS}
     if existing := [path for path in targets.values() if path.exists()]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfinstruct.lm.llamacpp import default_model_path, prepared_weights
+from selfinstruct.lm.weights import default_model_path, prepared_weights
 from selfinstruct.seeds import load_seed_tasks
 
 TYPES = ["original", "q8_0", "bf16", "f16"]

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from selfinstruct.lm.llamacpp import default_model_path
+from selfinstruct.lm.weights import default_model_path
 
 
 def step(name: str, args: list[str], times: dict[str, float]) -> None:

@@ -21,17 +21,10 @@ from conftest import TINY_WORDS, ScriptedLM, save_tiny_llama  # noqa: E402
 
 from selfinstruct.cli import cli  # noqa: E402
 from selfinstruct.export import FORMATS, finetuning_record  # noqa: E402
-from selfinstruct.finetune import (  # noqa: E402
-    Example,
-    Settings,
-    build_trainer,
-    load_examples,
-    paper_prompt,
-    read_data,
-    training_rows,
-)
+from selfinstruct.finetune import Settings, build_trainer, training_rows  # noqa: E402
 from selfinstruct.lm.transformers import load_model  # noqa: E402
 from selfinstruct.pipeline import Run  # noqa: E402
+from selfinstruct.training_data import Example, load_examples, paper_prompt, read_data  # noqa: E402
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"

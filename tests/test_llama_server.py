@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct.lm.llamacpp import default_model_path
+from selfinstruct.lm.weights import default_model_path
 from selfinstruct.store import DB_NAME
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import pytest
 
 from selfinstruct.config import Config, ConfigError, LMConfig, Sampling
 from selfinstruct.lm import BackendError
-from selfinstruct.lm.llamacpp import LlamaCppLM, default_model_path
+from selfinstruct.lm.llamacpp import LlamaCppLM
+from selfinstruct.lm.weights import default_model_path
 from selfinstruct.pipeline import Run
 
 pytestmark = pytest.mark.slow

@@ -863,18 +863,11 @@ def evaluate_command(
     judge_with = None
     if judge_backend:
         judge_with = LMConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url)
-    if files:
-        scores = ev.score_predictions(files)
-        judged = ev.judge_files(files, judge_with, out, concurrency) if judge_with else {}
-        rows = [(path, s["n"], s["rougeL"], judged.get(path)) for path, s in scores.items()]
-    else:
-        results = ev.evaluate_models(list(models), out, eval_set, backend, base_url, judge_with, concurrency)
-        scores = {m["predictions"]: {"n": m["n"], "rougeL": m["rougeL"]} for m in results["models"].values()}
-        rows = [(label, m["n"], m["rougeL"], m.get("judge")) for label, m in results["models"].items()]
+    result = ev.evaluate(files, list(models), out, eval_set, backend, base_url, judge_with, concurrency)
     table = Table(title="evaluation")
     for column in ("predictions" if files else "model", "n", "ROUGE-L", "A/B/C/D (unparsed)", "A+B"):
         table.add_column(column, justify="left" if column in ("predictions", "model") else "right")
-    for name, n, rouge, judged_row in rows:
+    for name, n, rouge, judged_row in result.rows:
         ratings = (
             f"{judged_row['A']}/{judged_row['B']}/{judged_row['C']}/{judged_row['D']} ({judged_row['unparsed']})"
             if judged_row
@@ -882,13 +875,12 @@ def evaluate_command(
         )
         table.add_row(name, str(n), f"{rouge:.4f}", ratings, f"{judged_row['A+B %']:.0f}%" if judged_row else "-")
     console.print(table)
-    if not files and "comparison" in results:
-        c = results["comparison"]
+    if c := result.comparison:
         console.print(f"{c['second']} vs {c['first']}: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses")
-    if out and not files:
-        console.print(f"report: {Path(out) / 'report.html'}")
+    if result.report:
+        console.print(f"report: {result.report}")
     if output:
-        atomic_write(Path(output), json.dumps(scores, indent=2) + "\n")
+        atomic_write(Path(output), json.dumps(result.scores, indent=2) + "\n")
 
 
 def main() -> None:

@@ -323,3 +323,41 @@ def judge_files(
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+@dataclass
+class Evaluation:
+    """What `selfinstruct evaluate` shows and writes, for prediction files or for models."""
+
+    rows: list[tuple[str, int, float, dict[str, Any] | None]]  # (file or model, n, ROUGE-L, judge's ratings or None)
+    scores: dict[str, dict[str, Any]]  # per predictions file: n and ROUGE-L (what --output writes)
+    comparison: dict[str, Any] | None = None  # two models: the second's wins/ties/losses against the first
+    report: Path | None = None  # the evaluation directory's report.html, for models
+
+
+def evaluate(
+    files: list[str],
+    models: list[str],
+    out_dir: str | Path | None,
+    eval_set: str | Path | None = None,
+    backend: str | None = None,
+    base_url: tuple[str, ...] = (),
+    judge_with: LMConfig | None = None,
+    concurrency: int = 16,
+) -> Evaluation:
+    """Score prediction files (and judge them, when asked), or generate, score and judge the predictions of one or
+    two models into out_dir."""
+    if files:
+        scores = score_predictions(list(files))
+        judged = judge_files(list(files), judge_with, out_dir, concurrency) if judge_with and out_dir else {}
+        return Evaluation([(p, s["n"], s["rougeL"], judged.get(p)) for p, s in scores.items()], scores)
+    if out_dir is None:
+        raise ValueError("evaluating models needs an evaluation directory")
+    results = evaluate_models(models, out_dir, eval_set, backend, base_url, judge_with, concurrency)
+    by_model = results["models"]
+    return Evaluation(
+        [(label, m["n"], m["rougeL"], m.get("judge")) for label, m in by_model.items()],
+        {m["predictions"]: {"n": m["n"], "rougeL": m["rougeL"]} for m in by_model.values()},
+        results.get("comparison"),
+        Path(out_dir) / "report.html",
+    )

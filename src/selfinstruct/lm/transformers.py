@@ -84,7 +84,7 @@ class TransformersLM:
         if model:
             path = Path(model).expanduser()
         else:
-            from selfinstruct.lm.llamacpp import default_model_path
+            from selfinstruct.lm.weights import default_model_path
 
             path = default_model_path()
         _check_model_path(path)

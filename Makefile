@@ -30,9 +30,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed-core
 	$(BIN)/selfinstruct run --out runs/demo --num-instructions 20
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]): a wrong import fails here, not in review.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The report is tested in headless Chromium (Debian's package); as root, install it when missing.
 browser:

@@ -27,6 +27,11 @@ def seeds(tmp: Path, text: str | bytes, name: str = "seeds.jsonl") -> str:
     return str(path)
 
 
+def run(tmp: Path, *args: str) -> list[str]:
+    """`selfinstruct run` on a new run directory in the scratch directory, with these arguments."""
+    return ["run", "--out", f"{tmp}/run", *args]
+
+
 def prompt_file(tmp: Path, name: str, text: str) -> str:
     """A prompts directory holding one file; its path."""
     (tmp / "prompts").mkdir(exist_ok=True)
@@ -49,165 +54,145 @@ class Case:
 CASES = [
     Case(
         "invalid JSON line in seeds",
-        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line() + "{oops\n")],
+        lambda t: run(t, "--seed-tasks", seeds(t, line() + "{oops\n")),
         "seeds.jsonl:2: invalid JSON",
     ),
     Case(
         "missing field",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--seed-tasks",
             seeds(t, json.dumps({"instances": SEED["instances"]}) + "\n"),
-        ],
+        ),
         "seeds.jsonl:1: missing field 'instruction'",
     ),
     Case(
         "wrongly typed field",
-        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line(instruction=42))],
+        lambda t: run(t, "--seed-tasks", seeds(t, line(instruction=42))),
         "seeds.jsonl:1: field 'instruction' must be a string, got int",
     ),
     Case(
         "empty seed file",
-        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, "")],
+        lambda t: run(t, "--seed-tasks", seeds(t, "")),
         "no seed tasks found; the file is empty",
     ),
     Case(
         "duplicate seed ids",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--seed-tasks",
             seeds(t, line(id="a") + line(id="a", instruction="Say bye.")),
-        ],
+        ),
         "seeds.jsonl:2: duplicate seed id 'a' (first at",
     ),
     Case(
         "non-UTF-8 bytes",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--seed-tasks",
             seeds(t, line().encode() + b'{"instruction": "caf\xe9"}\n'),
-        ],
+        ),
         "seeds.jsonl:2: not valid UTF-8 (byte 0xe9",
     ),
     Case(
         "a 10 MB line",
-        lambda t: ["run", "--out", f"{t}/run", "--seed-tasks", seeds(t, line(instruction="x " * 5_000_000))],
+        lambda t: run(t, "--seed-tasks", seeds(t, line(instruction="x " * 5_000_000))),
         "field 'instruction' is 10,000,000 characters long (at most 100,000)",
     ),
     Case(
         "CSV without the needed columns",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--seed-tasks",
             seeds(t, "question,answer\nWhy?,Because.\n", "seeds.csv"),
-        ],
+        ),
         "seeds.csv:2: missing field 'instruction'",
     ),
     Case(
         "unknown config key",
-        lambda t: ["run", "--out", f"{t}/run", "--config", seeds(t, "[bootstrap]\nthreshold = 0.5\n", "c.toml")],
+        lambda t: run(t, "--config", seeds(t, "[bootstrap]\nthreshold = 0.5\n", "c.toml")),
         "unknown key 'bootstrap.threshold'; known keys here: bootstrap.chat_sampling",
     ),
     Case(
         "wrongly typed config key",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--config",
             seeds(t, "[prepare]\nmax_instances_per_task = 'five'\n", "c.toml"),
-        ],
+        ),
         "prepare.max_instances_per_task: expected an integer, got 'five'",
     ),
     Case(
         "novelty threshold of 1",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--config",
             seeds(t, "[bootstrap]\nsimilarity_threshold = 1.0\n", "c.toml"),
-        ],
+        ),
         "bootstrap.similarity_threshold must be between 0 and 1, both excluded",
     ),
     Case(
         "five stop sequences for an OpenAI-compatible endpoint",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--backend",
             "openai",
             "--model",
             "m",
             "--config",
             seeds(t, '[instances.sampling]\nstop = ["a", "b", "c", "d", "e"]\n', "c.toml"),
-        ],
+        ),
         "instances.sampling.stop has 5 stop sequences; OpenAI-compatible endpoints accept at most 4",
     ),
     Case(
         "classification seeds only, but none flagged",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--seed-tasks",
             seeds(t, "instruction,input,output\nSay hi.,,Hi!\n", "seeds.csv"),
             "--config",
             seeds(t, "[bootstrap]\nclassification_seeds_only = true\n", "c.toml"),
-        ],
+        ),
         "bootstrap.classification_seeds_only is set, but no seed task",
     ),
     Case(
         "zero count",
-        lambda t: ["run", "--out", f"{t}/run", "--num-instructions", "0"],
+        lambda t: run(t, "--num-instructions", "0"),
         "num_instructions must be at least 1",
     ),
     Case(
         "negative count",
-        lambda t: ["run", "--out", f"{t}/run", "--num-instructions", "-5"],
+        lambda t: run(t, "--num-instructions", "-5"),
         "num_instructions must be at least 1",
     ),
     Case(
         "prompt file with an unknown placeholder",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--prompts",
             prompt_file(
                 t, "chat_classify.txt", "[system]\nDecide.\n[user]\nTask: {instruction} for {user}\n[repair]\nNo.\n"
             ),
-        ],
+        ),
         "chat_classify.txt:4: unknown placeholder {user} in [user] of chat_classify.txt; it takes {instruction}",
     ),
     Case(
         "prompt file whose examples the stage cannot parse",
-        lambda t: [
-            "run",
-            "--out",
-            f"{t}/run",
+        lambda t: run(
+            t,
             "--prompts",
             prompt_file(t, "instances_generation.txt", "Examples.\n\nTask: Be kind.\nHere you go: be kind!\n"),
-        ],
+        ),
         "instances_generation.txt:4: the answer to the example task 'Be kind.' does not parse as instances",
     ),
     Case(
         "a misspelt prompt file name",
-        lambda t: ["run", "--out", f"{t}/run", "--prompts", prompt_file(t, "bootstrp.txt", "{tasks}")],
+        lambda t: run(t, "--prompts", prompt_file(t, "bootstrp.txt", "{tasks}")),
         "bootstrp.txt: not a prompt file this version reads; the files are bootstrap.txt",
     ),
     Case(
         "a prompts directory that does not exist",
-        lambda t: ["run", "--out", f"{t}/run", "--prompts", f"{t}/none"],
+        lambda t: run(t, "--prompts", f"{t}/none"),
         "the prompts directory does not exist (write the defaults there with `selfinstruct prompts --output DIR`",
     ),
     Case(

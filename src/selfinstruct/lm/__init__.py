@@ -6,6 +6,8 @@ the journal in the run store, retries) lives in `lm.engine`, so a backend stays 
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from selfinstruct.config import Sampling
@@ -17,7 +19,7 @@ from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system, rende
 if TYPE_CHECKING:
     from selfinstruct.config import LMConfig, RayConfig
 
-__all__ = ["LM", "BackendError", "Completion", "Message", "Prompt", "fold_system", "render_prompt"]
+__all__ = ["LM", "BackendError", "Queued", "Completion", "Message", "Prompt", "fold_system", "render_prompt"]
 
 
 class BackendError(RuntimeError):
@@ -44,6 +46,17 @@ class BackendError(RuntimeError):
         self.rejected = rejected
         self.context_overflow = context_overflow  # the engine retries once with a smaller max_tokens
         self.fits = fits
+
+
+@dataclass(eq=False)
+class Queued:
+    """A request queued for an in-process backend's worker thread, which settles `future` on `loop`."""
+
+    prompt: str
+    sampling: Sampling
+    seed: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Completion]
 
 
 class LM(Protocol):

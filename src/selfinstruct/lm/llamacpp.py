@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from selfinstruct.config import WEIGHTS, Sampling
-from selfinstruct.lm import BackendError
+from selfinstruct.lm import BackendError, Queued
 from selfinstruct.lm.sampler import Sampler
 from selfinstruct.lm.weights import check_gguf, default_model_path, prepared_weights
 from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system
@@ -84,12 +84,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @dataclass(eq=False)
-class _Request:
-    prompt: str
-    sampling: Sampling
-    seed: int
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Completion]
+class _Request(Queued):
     tokens: list[int] = field(default_factory=list)
     max_tokens: int = 0
     special: bool = False  # a chat-template rendering: its special tokens (<|im_start|>...) are parsed as such

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfinstruct.config import Sampling
-from selfinstruct.lm import BackendError
+from selfinstruct.lm import BackendError, Queued
 from selfinstruct.lmtypes import Completion, Message, Prompt, fold_system
 
 if TYPE_CHECKING:
@@ -35,13 +35,8 @@ INSTALL_HINT = "pip install 'selfinstruct[transformers]'"
 GATHER_SECONDS = 0.01
 
 
-@dataclass
-class _Request:
-    prompt: str
-    sampling: Sampling
-    seed: int
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Completion]
+@dataclass(eq=False)
+class _Request(Queued):
     ids: list[int] | None = None  # prompt tokens, filled in by the worker
     limit: int = 0  # new tokens allowed: max_tokens, or less near the context limit
     chat: bool = False  # a chat-template rendering: it has its special tokens already

@@ -315,3 +315,13 @@ def test_show_is_exactly_the_next_request_of_each_stage(tmp_path: Path, api: str
                 k: shown[stage].sampling[k] for k in ("temperature", "top_p", "max_tokens")
             }
     assert shown["classify"].instruction is not None and shown["instances"].instruction is not None
+
+
+def test_prompt_files_edited_while_a_run_is_open_are_refused_before_sending(tmp_path: Path) -> None:
+    folder = prompt_dir(tmp_path, instances_generation=TEACHER)
+    lm = ScriptedLM()
+    with Run.open(tmp_path / "run", {"num_instructions": 3, "prompts": {"dir": str(folder)}}, lm=lm) as run:
+        (folder / "instances_generation.txt").write_text(TEACHER.replace("patient", "strict"))
+        with pytest.raises(InputError, match="the prompt files changed while the run was open"):
+            run.bootstrap()
+    assert not lm.calls

@@ -21,7 +21,7 @@ from selfinstruct.lmtypes import Prompt
 from selfinstruct.pipeline import resolve_config, stored_config
 from selfinstruct.seeds import load_seed_tasks
 from selfinstruct.stages import bootstrap, classify, instances
-from selfinstruct.stages.prompts import load as load_prompts
+from selfinstruct.stages.prompts import for_run as prompts_for_run
 from selfinstruct.store import DB_NAME, Instruction, Store
 
 STAGES = ("bootstrap", "classify", "instances")
@@ -102,7 +102,7 @@ def preview(
 def _build(
     stage: str, config: cfg.Config, store: Store | None, seeds: list[Instruction], machine: list[Instruction]
 ) -> Preview:
-    prompts = load_prompts(config.prompts.dir)
+    prompts = prompts_for_run(config)
     chat = config.lm.api == "chat"
     if stage == "bootstrap":
         group = bootstrap.first_new_group(store, config) if store is not None else 0

@@ -23,7 +23,7 @@ from selfinstruct.parsing import is_chatter, list_items, plain, strip_reasoning
 from selfinstruct.similarity import SimilarityIndex
 from selfinstruct.stages import Report, no_report, repair_messages
 from selfinstruct.stages.prompts import Prompts
-from selfinstruct.stages.prompts import load as load_prompts
+from selfinstruct.stages.prompts import for_run as prompts_for_run
 from selfinstruct.store import Instruction, Request, Store
 
 STAGE = "bootstrap"
@@ -158,7 +158,7 @@ class Bootstrapper:
         self.prompt_seeds = prompt_seeds(config, seeds)
         self.texts = set(self.seeds) | set(self.machine)  # exact copies: see judge
         self.chat = config.lm.api == "chat"
-        self.prompts = load_prompts(config.prompts.dir)
+        self.prompts = prompts_for_run(config)
         self.encode = encoder(self.prompts, self.chat, cfg.classification_seeds_only, cfg.guidance)
         self.sampling = stage_sampling(config, STAGE, SCHEMA)
         self.barren = 0  # answered requests in a row without an accepted instruction

@@ -18,7 +18,7 @@ from selfinstruct.lmtypes import Completion, Prompt
 from selfinstruct.parsing import verdict
 from selfinstruct.stages import Report, chat_messages, no_report, repair_messages
 from selfinstruct.stages.prompts import Prompts, classify_question
-from selfinstruct.stages.prompts import load as load_prompts
+from selfinstruct.stages.prompts import for_run as prompts_for_run
 from selfinstruct.store import Instruction, Store
 
 STAGE = "classify"
@@ -51,7 +51,7 @@ def parse_answer(text: str) -> str | None:
 
 
 async def classify(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    prompts = load_prompts(config.prompts.dir)
+    prompts = prompts_for_run(config)
     encode = encoder(prompts, config.lm.api == "chat")
     cfg = config.classify
     first_sampling = stage_sampling(config, STAGE, SCHEMA)

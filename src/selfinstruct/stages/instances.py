@@ -16,7 +16,7 @@ from selfinstruct.lmtypes import Completion, Prompt
 from selfinstruct.stages import Report, chat_messages, no_report, repair_messages
 from selfinstruct.stages.prepare import parse_instances
 from selfinstruct.stages.prompts import Prompts
-from selfinstruct.stages.prompts import load as load_prompts
+from selfinstruct.stages.prompts import for_run as prompts_for_run
 from selfinstruct.store import Instruction, Request, Store
 
 STAGE = "instances"
@@ -58,7 +58,7 @@ def usable(completion: Completion, classification: bool) -> bool:
 
 
 async def generate_instances(config: Config, store: Store, engine: Engine, report: Report = no_report) -> None:
-    prompts = load_prompts(config.prompts.dir)
+    prompts = prompts_for_run(config)
     chat = config.lm.api == "chat"
     encoders = {clf: encoder(prompts, chat, clf, config.instances.guidance) for clf in TEMPLATES}
     samplings = {clf: stage_sampling(config, STAGE, SCHEMAS[clf]) for clf in TEMPLATES}

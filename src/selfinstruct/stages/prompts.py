@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from selfinstruct.config import Config
 from selfinstruct.files import atomic_write
 from selfinstruct.records import InputError, read_text
 
@@ -322,3 +323,17 @@ def write_defaults(directory: str | Path) -> list[Path]:
     for name, path in targets.items():
         atomic_write(path, f"{header(name)}\n{default_text(name)}")
     return list(targets.values())
+
+
+def for_run(config: Config) -> Prompts:
+    """The prompt files of a run, as the run was opened with them: files edited since then (their hash is in the
+    config) would send prompts other than those the run directory records, so that is an error."""
+    prompts = load(config.prompts.dir)
+    if config.prompts.hash and prompts.hash != config.prompts.hash:
+        where = config.prompts.dir or "the package's prompt files"
+        raise InputError(
+            f"{where}: the prompt files changed while the run was open (hash {config.prompts.hash}, now "
+            f"{prompts.hash}); nothing was sent with them. Run the command again (a resume with other prompt files "
+            "needs --allow-config-change)"
+        )
+    return prompts

@@ -131,7 +131,8 @@ def _build(
         (i for i in machine if i.classification is not None and i.id not in answered),
         key=lambda i: (i.classification != "yes", i.id),
     )
-    target, notes = _target(todo, seeds, "instances")
+    unclassified = sum(i.classification is None for i in machine)
+    target, notes = _target(todo, seeds, "instances", f"{unclassified} not classified yet" if unclassified else "")
     clf = target.classification == "yes"
     prompt = instances.encoder(prompts, chat, clf, config.instances.guidance)(target.text)
     notes.append(f"prompted {'output-first (a classification task)' if clf else 'input-first'}")
@@ -139,13 +140,16 @@ def _build(
     return Preview(stage, config, prompt, sampling_params(sampling), notes, instruction=target.text)
 
 
-def _target(todo: list[Instruction], seeds: list[Instruction], stage: str) -> tuple[Instruction, list[str]]:
+def _target(
+    todo: list[Instruction], seeds: list[Instruction], stage: str, why: str = ""
+) -> tuple[Instruction, list[str]]:
     if todo:
         return todo[0], [f"instruction #{todo[0].id} ({len(todo)} waiting for this stage): {todo[0].text}"]
     if not seeds:
         raise cfg.ConfigError("the run has no seed task to show a request for")
     return seeds[0], [
-        f"no machine instruction waits for {stage} yet: shown for the first seed task instead: {seeds[0].text}"
+        f"no machine instruction waits for {stage} yet{f' ({why})' if why else ''}: shown for the first seed task "
+        f"instead: {seeds[0].text}"
     ]
 
 

@@ -10,12 +10,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import ScriptedLM
 
+from selfinstruct.chatshapes import intended
 from selfinstruct.cli import cli
 from selfinstruct.devserver import DevServer, ServerConfig
+from selfinstruct.lmtypes import Completion
 from selfinstruct.pipeline import Run, RunError
 from selfinstruct.preview import preview
 from selfinstruct.records import InputError
 from selfinstruct.stages import bootstrap, classify, instances
+from selfinstruct.stages.prepare import parse_instances
 from selfinstruct.stages.prompts import SPECS, default_text, load
 from selfinstruct.store import DB_NAME
 
@@ -325,3 +328,36 @@ def test_prompt_files_edited_while_a_run_is_open_are_refused_before_sending(tmp_
         with pytest.raises(InputError, match="the prompt files changed while the run was open"):
             run.bootstrap()
     assert not lm.calls
+
+
+def test_guided_chat_prompts_recover_every_answer_shape(tmp_path: Path) -> None:
+    """Guidance changes the prompts, not what the parsers read: against the dev server's chat answer shapes
+    (preambles, markdown, bullets, headings, verdicts in a sentence...), every intended task and instance of every
+    response is recovered, with guidance in the bootstrap and the instance prompts."""
+    with DevServer(ServerConfig()) as server:
+        lm = {"backend": "openai", "api": "chat", "model": "m", "base_url": server.base_url}
+        guidance = {"bootstrap": {"guidance": GUIDANCE}, "instances": {"guidance": "inputs a bakery's customers write"}}
+        with Run.open(tmp_path, {"num_instructions": 40, "lm": lm, **guidance}) as run:
+            run.run_all()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        candidates: dict[int, set[str]] = {}
+        for request_id, text in db.execute("SELECT request_id, text FROM instructions WHERE origin = 'machine'"):
+            candidates.setdefault(request_id, set()).add(text)
+        requests = db.execute("SELECT id, stage, messages, params, text FROM requests WHERE status = 'ok'").fetchall()
+    shapes, checked = set(), 0
+    for request_id, stage, messages, params, text in requests:
+        messages = json.loads(messages)
+        if stage == "bootstrap":
+            assert GUIDANCE in messages[1]["content"]
+        plan = intended(messages, json.loads(params)["seed"])
+        if plan is None or plan.stage == "classify":
+            continue
+        shapes.add((plan.stage, plan.shape))
+        if plan.stage == "bootstrap":
+            assert set(plan.items) <= candidates[request_id], (plan.shape, text)
+        else:
+            clf = plan.stage == "instances_classification"
+            parsed = {(i, o) for i, o, problem in parse_instances(Completion(text, "stop", 0, 0), clf) if not problem}
+            assert {(i, label) if clf else (label, i) for label, i in plan.items} <= parsed, (plan.shape, text)
+        checked += 1
+    assert checked > 40 and len(shapes) >= 15

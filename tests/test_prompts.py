@@ -361,3 +361,11 @@ def test_guided_chat_prompts_recover_every_answer_shape(tmp_path: Path) -> None:
             assert {(i, label) if clf else (label, i) for label, i in plan.items} <= parsed, (plan.shape, text)
         checked += 1
     assert checked > 40 and len(shapes) >= 15
+
+
+def test_an_empty_prompts_dir_means_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a prompt file")  # would be an error if the current directory were read
+    assert load("").hash == load().hash
+    with Run.open(tmp_path / "run", {"prompts": {"dir": ""}}, lm=ScriptedLM()) as run:
+        assert run.config.prompts.dir is None and run.config.prompts.hash == load().hash

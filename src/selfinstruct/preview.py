@@ -110,13 +110,14 @@ def _build(
         shown = bootstrap.in_context_sample(config, group, shown_seeds, [i.text for i in machine])
         cfg_b = config.bootstrap
         prompt = bootstrap.encoder(prompts, chat, cfg_b.classification_seeds_only, cfg_b.guidance)(shown)
-        from_machine = sum(text in {i.text for i in machine} for text in shown)
+        machine_texts = {i.text for i in machine}
+        from_machine = sum(text in machine_texts for text in shown)
         notes = [
             f"in-context sample: prompt group {group}, run seed {config.seed}: {len(shown) - from_machine} seed "
             f"tasks and {from_machine} machine-written (the pool holds {len(seeds)} seeds and {len(machine)} "
             "machine-written instructions)"
         ]
-        if store is not None and (left := _unfinished(store, bootstrap.STAGE)):
+        if store is not None and (left := len(store.unfinished_requests(bootstrap.STAGE))):
             notes.append(f"note: {left} journaled request(s) of this stage are sent again before it")
         sampling = stage_sampling(config, bootstrap.STAGE, bootstrap.SCHEMA)
         return Preview(stage, config, prompt, sampling_params(sampling), notes, in_context=shown)
@@ -151,7 +152,3 @@ def _target(
         f"no machine instruction waits for {stage} yet{f' ({why})' if why else ''}: shown for the first seed task "
         f"instead: {seeds[0].text}"
     ]
-
-
-def _unfinished(store: Store, stage: str) -> int:
-    return len(store.unfinished_requests(stage, include_rejected=False))

@@ -89,7 +89,7 @@ def first_new_group(store: Store, config: Config) -> int:
 
 
 def clean_instruction(text: str) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
+    text = _one_line(text)
     # Upper-case the first letter only: the paper's str.capitalize() also lower-cased the rest (names, acronyms).
     return text[:1].upper() + text[1:]
 

@@ -109,32 +109,12 @@ def _bounds(m: int, threshold: float) -> tuple[int, int, int]:
     return need(m, lo, threshold), lo, hi
 
 
-_BATCH = 32  # items scored at once by `top_k`, in decreasing order of their bound (later batches double)
-_WIDTH = 256  # `_position_table` looks lengths up capped at _WIDTH - 1, which stands for "this long or longer"
+_BATCH = 64  # items `top_k` scores in its first call, in decreasing order of their bound (later calls: 4x more)
 _BLOCK = 32  # texts `sequential_filter` screens against the index at once
 _DENSE = 1 << 18  # `_candidates` counts pairs in an array up to this many (queries x items), else sorts them
 _EMPTY = array("q")
-_ROW_STARTS = np.arange(0, 1 << 24, _WIDTH, dtype=np.int64)  # i * _WIDTH for query positions i
 _CHARS = 1 << 21  # above every code point: element = character + repeat * _CHARS
 _NONE = np.zeros(0, dtype=np.int64)
-
-
-@lru_cache(maxsize=4096)
-def _position_table(m: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """`_candidates`' checks for one length-m query, as a table: indexed by i * _WIDTH + min(n, _WIDTH - 1), the
-    last usable position j in a length-n partner's prefix (n - need + 1 where i <= m - need + 1 and n can match at
-    all, else -1); and, by capped n, whether need(m, n) is 1."""
-    _, lo, hi = _bounds(m, threshold)
-    table = np.full((m, _WIDTH), -1, dtype=np.int64)
-    single = np.zeros(_WIDTH, dtype=bool)
-    for n in range(lo, min(hi, _WIDTH - 2) + 1):
-        needed = need(m, n, threshold)
-        table[: max(0, m - needed + 2), n] = n - needed + 1
-        single[n] = needed == 1
-    if hi >= _WIDTH - 1:
-        table[:, _WIDTH - 1] = 1 << 20  # capped lengths: always a candidate (the exact check decides)
-        single[_WIDTH - 1] = need(m, _WIDTH - 1, threshold) == 1
-    return table.ravel(), single
 
 
 @dataclass(frozen=True)
@@ -150,39 +130,20 @@ class Decision:
     nearest: Neighbour | None = None  # for a reject: the most similar item, with its score
 
 
-class Prepared(NamedTuple):
-    """A text ready for the index: its code (one character per distinct token, so LCS over codes is LCS over
-    tokens), and its prefix: the ranks of its rarest elements, rarest first."""
+class _Pool:
+    """The texts of an index as codes (one character per distinct token, so LCS over codes is LCS over tokens),
+    and the exact scoring both indexes share."""
 
-    code: str
-    prefix: list[int]
-
-
-class SimilarityIndex:
-    """Texts compared by ROUGE-L F1, with an exact and fast `find_similar(text)` for a fixed threshold."""
-
-    def __init__(self, texts: Iterable[str] = (), threshold: float = 0.7, tokenizer: str = "rouge") -> None:
+    def __init__(self, threshold: float, tokenizer: str) -> None:
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         self.threshold = threshold
         self.tokenize = TOKENIZERS[tokenizer]
         self.texts: list[str] = []
-        self._codes: list[str] = []
-        self._length_list: list[int] = []
+        self._codes = np.empty(1024, dtype=object)  # by index; an array, to gather many at once
         self._lengths = np.zeros(1024, dtype=np.int64)  # token counts, for the vectorised filters
         self._needs = np.zeros(0, dtype=np.int64)  # see _need_by_sum
         self._chars: dict[str, str] = {}  # token -> its character in codes
-        # Element -> rank; a higher rank is rarer. Without `_prepare_all`, ranks follow first sight (later is taken
-        # as rarer: common words show up early, so that approximates the frequency order).
-        self._ranks: dict[str, int] = {}
-        # Element rank -> packed (item << 8 | position of the element in the item's prefix).
-        self._postings: dict[int, array[int]] = {}
-        # Every element (not only the prefix) -> the items holding it: the token overlap that bounds a score, for
-        # `top_k` without a pass over the whole index. Built at the first `top_k` (the novelty filter alone never
-        # needs it), then kept up to date.
-        self._holders: dict[str, array[int]] | None = None
-        for text in texts:
-            self.add(text)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -204,16 +165,253 @@ class SimilarityIndex:
         """The text as a set: the k-th repeat of a token is the element char*k (k times the character), so the
         size of the intersection of two element sets is the overlap of the two token multisets. (Order does not
         matter: it is a set.)"""
-        distinct = dict.fromkeys(code)  # ordered, so that first-sight ranks do not depend on hashing
+        distinct = dict.fromkeys(code)  # ordered, so that the elements' order does not depend on hashing
         if len(distinct) == len(code):
             return list(code)
         repeats = [c * k for c, n in Counter(code).items() if n > 1 for k in range(2, n + 1)]
         return [*distinct, *repeats]
 
+    def _append(self, text: str, code: str) -> int:
+        index = len(self.texts)
+        if index == len(self._lengths):
+            self._grow(2 * index)
+        self.texts.append(text)
+        self._codes[index] = code
+        self._lengths[index] = len(code)
+        return index
+
+    def _grow(self, capacity: int) -> None:
+        """Room for `capacity` items in every per-item array."""
+        codes = np.empty(capacity, dtype=object)
+        codes[: len(self._codes)] = self._codes
+        self._codes = codes
+        self._lengths = np.resize(self._lengths, capacity)
+
+    def _need_by_sum(self, longest: int) -> np.ndarray:
+        """need(m, n) by m + n (it depends on nothing else), for sums up to at least `longest`."""
+        if len(self._needs) <= longest:
+            sums = np.arange(max(2 * longest, 512))
+            self._needs = np.maximum(1, np.ceil((self.threshold - _MARGIN) * sums / 2)).astype(np.int64)  # `need`
+        return self._needs
+
+    def _decision(self, best: tuple[float, int] | None) -> Decision:
+        """Kept without a (score, item) above the threshold; else rejected, naming that item."""
+        return Decision(True) if best is None else Decision(False, Neighbour(best[1], self.texts[best[1]], best[0]))
+
+    def _best(self, code: str, candidates: np.ndarray) -> tuple[float, int] | None:
+        """(score, item) of the candidate most similar to `code` (among equals the earliest) if it scores above
+        the threshold, else None."""
+        if not len(candidates):
+            return None
+        # One C++ pass finds the candidates near the threshold (Indel similarity is 2·LCS/(m+n), the F1 up to
+        # float rounding, hence the margin); only those get the exact score.
+        codes = self._codes[candidates].tolist()
+        near = process.extract(
+            code,
+            codes,
+            scorer=Indel.normalized_similarity,
+            # rapidfuzz turns a normalised cutoff into an integer distance with rounding that can drop a pair
+            # exactly at the cutoff (0.8 with cutoff 0.8), so the cutoff sits well below the threshold.
+            score_cutoff=max(0.0, self.threshold - 1e-6),
+            limit=None,
+        )
+        if not near:
+            return None
+        # `near` is sorted best first; only the items within float noise of the best can hold the exact maximum.
+        top, m = near[0][1] - _MARGIN, len(code)
+        exact = sorted(
+            (-f1_from_lcs(LCSseq.similarity(code, codes[k]), m, len(codes[k])), int(candidates[k]))
+            for _, score, k in near
+            if score >= top
+        )
+        score, c = -exact[0][0], exact[0][1]  # the best; among equals, the earliest item
+        return (score, c) if score > self.threshold else None
+
+
+class SimilarityIndex(_Pool):
+    """Texts compared by ROUGE-L F1, one at a time: an exact and fast `find_similar(text)` for a fixed threshold
+    (the novelty filter), and `top_k` (the neighbours recorded for an accepted instruction).
+
+    Both start from each item's token overlap with the query, an upper bound on their LCS, counted from the
+    holders of the query's elements: a list of items for an element few items hold, one flag per item (a byte)
+    for a common one, which is cheaper to add up than a long list to read."""
+
+    FLAG_SHARE = 32  # an element gets flags once more than 1/FLAG_SHARE of the items' room holds it...
+    FLAG_MIN = 64  # ...and at least this many items
+
+    def __init__(self, texts: Iterable[str] = (), threshold: float = 0.7, tokenizer: str = "rouge") -> None:
+        super().__init__(threshold, tokenizer)
+        self._holders: dict[str, array[int]] = {}  # element -> the items holding it (uncommon elements)
+        self._flags: dict[str, np.ndarray] = {}  # element -> 1 for each item holding it (common elements)
+        self._lengths32 = np.zeros(len(self._lengths), dtype=np.float32)  # the lengths again, for `_reaching`
+        self._scratch = np.zeros(len(self._lengths), dtype=np.float32)
+        self._seen = np.zeros(len(self._lengths), dtype=bool)  # all False between uses, see `top_k`
+        self._floors: dict[int, float] = {}  # k -> where `top_k` starts looking (see there)
+        self._last: tuple[str, int, np.ndarray] | None = None  # the last overlap computed: (code, items, overlap)
+        for text in texts:
+            self.add(text)
+
+    def add(self, text: str) -> int:
+        code = self._code(self.tokenize(text))
+        index = self._append(text, code)
+        self._lengths32[index] = len(code)
+        holders, flags = self._holders, self._flags
+        for element in self._elements(code):
+            flagged = flags.get(element)
+            if flagged is not None:
+                flagged[index] = 1
+                continue
+            held = holders.get(element)
+            if held is None:
+                held = holders[element] = array("q")
+            held.append(index)
+            if len(held) >= self.FLAG_MIN and len(held) * self.FLAG_SHARE > len(self._lengths):
+                flagged = flags[element] = np.zeros(len(self._lengths), dtype=np.uint8)
+                flagged[np.frombuffer(held, dtype=np.int64)] = 1
+                del holders[element]
+        return index
+
+    def _grow(self, capacity: int) -> None:
+        super()._grow(capacity)
+        self._lengths32 = np.resize(self._lengths32, capacity)
+        self._scratch = np.zeros(capacity, dtype=np.float32)
+        self._seen = np.zeros(capacity, dtype=bool)
+        for element, flagged in self._flags.items():
+            self._flags[element] = np.concatenate([flagged, np.zeros(capacity - len(flagged), dtype=np.uint8)])
+
+    def _overlap(self, code: str) -> np.ndarray:
+        """Each item's token overlap with `code` (the size of the intersection of the two token multisets)."""
+        total = len(self.texts)
+        if self._last is not None and self._last[0] == code and self._last[1] == total:
+            return self._last[2]  # the judge asks `find_similar` and then `top_k` about the same text
+        overlap = np.zeros(total, dtype=np.uint8 if len(code) < 256 else np.int64)
+        for element in self._elements(code):
+            flagged = self._flags.get(element)
+            if flagged is not None:
+                np.add(overlap, flagged[:total], out=overlap)
+            elif element in self._holders:
+                overlap[np.frombuffer(self._holders[element], dtype=np.int64)] += 1  # no item twice in one list
+        self._last = (code, total, overlap)
+        return overlap
+
+    def _reaching(self, overlap: np.ndarray, m: int, score: float) -> np.ndarray:
+        """The items whose bound 2·o/(m+n) is at least `score` (o: overlap, n: length), and perhaps a few more:
+        o >= score·(m+n)/2, in float32 with a relative slack on the safe side (far above float32's rounding), in
+        place in a scratch array."""
+        total = len(overlap)
+        half = score / 2 * (1 - 1e-5)
+        scaled = np.multiply(self._lengths32[:total], np.float32(half), out=self._scratch[:total])
+        np.add(scaled, np.float32(half * m), out=scaled)
+        return np.flatnonzero(overlap >= scaled)
+
+    def find_similar(self, text: str) -> Decision:
+        """Whether `text` scores above the threshold against any item, and if so the most similar one. An item
+        scoring above it has an LCS, hence an overlap, of at least need(m, n) >= (threshold - margin)·(m+n)/2:
+        only those items get a score."""
+        code = self._code(self.tokenize(text))
+        if not self.texts or not code:
+            return Decision(True)
+        candidates = self._reaching(self._overlap(code), len(code), self.threshold - _MARGIN)
+        return self._decision(self._best(code, candidates))
+
+    def _scores(self, text: str) -> np.ndarray:
+        code = self._code(self.tokenize(text))
+        total = len(self.texts)
+        if not code or not total:
+            return np.zeros(total)
+        lcs = process.cdist([code], self._codes[:total].tolist(), scorer=LCSseq.similarity, dtype=np.int64)[0]
+        return _f1(lcs, len(code), self._lengths[:total].astype(np.float64))
+
+    def scores(self, text: str) -> list[float]:
+        """The exact score against every item, in insertion order (one C++ pass over the index)."""
+        return self._scores(text).tolist()
+
+    def top_k(self, text: str, k: int) -> list[Neighbour]:
+        """The k most similar items, best first (ties: earlier item first); exactly what a full pass gives.
+
+        Without scoring every item: an item's LCS with the query is at most their token overlap o, so its F1 is
+        at most the bound 2·o/(m+n). Every item whose bound reaches a floor f is scored, in decreasing order of the
+        bound, until no bound left can reach the k-th best; if the k-th best is then at least f, no other item can
+        reach it (even a tie needs an equal bound). Otherwise f drops to that k-th best (with fewer than k scored,
+        by a factor) and the items this adds are scored. f starts at the previous query's k-th best, which only
+        saves work: the result is the same from any f. Items sharing no token score 0 and fill the list in index
+        order, as in the full pass."""
+        total = len(self.texts)
+        if not total or k <= 0:
+            return []
+        code = self._code(self.tokenize(text))
+        m = len(code)
+        if not m:  # no token: every item scores 0
+            return [Neighbour(i, self.texts[i], 0.0) for i in range(min(k, total))]
+        overlap = self._overlap(code)
+        lengths = self._lengths[:total]
+        best, best_scores = _NONE, np.zeros(0)  # the k best so far, best first (ties: index order), and scores
+        scored = []  # the items scored by earlier rounds
+        floor = self._floors.get(k, 0.5)
+        while True:
+            reach = self._reaching(overlap, m, floor - _MARGIN) if floor else np.flatnonzero(overlap)
+            if scored:  # without the items scored already
+                seen = self._seen[:total]
+                done = np.concatenate(scored)
+                seen[done] = True
+                reach = reach[~seen[reach]]
+                seen[done] = False
+            minus_bounds = -(2 * overlap[reach] / (m + lengths[reach]) + _MARGIN)
+            order = reach[np.lexsort((reach, minus_bounds))]  # decreasing bound, ties in index order
+            minus_bounds.sort()
+            start, size = 0, _BATCH
+            while start < len(order) and (len(best) < k or -minus_bounds[start] >= best_scores[-1]):
+                # The next `size` items, and any others of the same bound: in one call, a grammar of common words
+                # (every bound alike) scores its whole reach at once.
+                last = minus_bounds[min(len(order), start + size) - 1]
+                end = int(np.searchsorted(minus_bounds, last, side="right"))
+                chosen = order[start:end]
+                lcs = process.cdist([code], self._codes[chosen].tolist(), scorer=LCSseq.similarity, dtype=np.int64)
+                items, scores = (
+                    np.concatenate([best, chosen]),
+                    np.concatenate([best_scores, _f1(lcs[0], m, lengths[chosen])]),
+                )
+                keep = np.lexsort((items, -scores))[:k]
+                best, best_scores = items[keep], scores[keep]
+                start, size = end, 4 * size
+            if not floor or (len(best) == k and best_scores[-1] >= floor):
+                break
+            scored.append(reach)
+            # The k-th best so far is a floor for the final one; with fewer than k scored, look lower.
+            floor = float(best_scores[-1]) if len(best) == k else 0.7 * floor if floor > 0.05 else 0.0
+        if len(best) == k:
+            self._floors[k] = float(best_scores[-1])
+        else:  # fewer than k items share a token, all scored above: the others score 0, in index order
+            zero = np.flatnonzero(overlap == 0)[: k - len(best)]
+            best, best_scores = np.concatenate([best, zero]), np.concatenate([best_scores, np.zeros(len(zero))])
+        return [Neighbour(i, self.texts[i], s) for i, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
+
+    def nearest(self, text: str) -> Neighbour | None:
+        top = self.top_k(text, 1)
+        return top[0] if top else None
+
+
+class Prepared(NamedTuple):
+    """A text ready for `_PrefixIndex`: its code, and its prefix: the ranks of its rarest elements, rarest
+    first."""
+
+    code: str
+    prefix: list[int]
+
+
+class _PrefixIndex(_Pool):
+    """`sequential_filter`'s index, for a corpus known in advance: prefix filtering (see the module's docstring),
+    over elements ranked by their frequency in the corpus."""
+
+    def __init__(self, threshold: float, tokenizer: str) -> None:
+        super().__init__(threshold, tokenizer)
+        # Element rank -> packed (item << 8 | position of the element in the item's prefix).
+        self._postings: dict[int, array[int]] = {}
+
     def _prepare_all(self, codes: list[str]) -> list[Prepared]:
-        """`_prepare` for a whole corpus known in advance (e.g. about to be filtered), on an empty index: elements
-        are ranked by their frequency in it (rare elements first make postings short), in a few vectorised passes
-        rather than a Python loop per token."""
+        """Each text's code and prefix, for a whole corpus known in advance (about to be filtered), on an empty
+        index: elements are ranked by their frequency in it (rare elements first make postings short), in a few
+        vectorised passes rather than a Python loop per token."""
         assert not self.texts, "the order of an index that holds items cannot change"
         lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
         chars = np.frombuffer("".join(codes).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
@@ -227,12 +425,9 @@ class SimilarityIndex:
         # Rank 0 for the most common element, the highest for the rarest (ties: by element).
         rank_of = np.empty(len(elements), dtype=np.int64)
         rank_of[np.lexsort((elements, -counts))] = np.arange(len(elements))
-        self._ranks = {
-            chr(e % _CHARS) * (e // _CHARS + 1): r for e, r in zip(elements.tolist(), rank_of.tolist(), strict=True)
-        }
         top = len(elements)
         ranks = top - 1 - np.sort(text * top + (top - 1 - rank_of[inverse])) % top  # per text, rarest first
-        # Each text's prefix: its ranks, rarest first, as many as `_prepare` keeps.
+        # Each text's prefix: its ranks, rarest first, m - (the smallest overlap any partner needs) + 2 of them.
         sizes = []
         for m in lengths.tolist():
             overlap = _bounds(m, self.threshold)[0]
@@ -242,39 +437,9 @@ class SimilarityIndex:
         bounds = np.cumsum(sizes).tolist()
         return [Prepared(code, chosen[end - size : end]) for code, size, end in zip(codes, sizes, bounds, strict=True)]
 
-    def prepare(self, text: str, grow: bool = True) -> Prepared:
-        """`grow`: give elements never seen fresh ranks (needed to index the text; a query without it is
-        cheaper on a streaming index, and unseen elements cannot match anyway)."""
-        code = self._code(self.tokenize(text))
-        return self._prepare(code, self._elements(code), grow)
-
-    def _prepare(self, code: str, elements: list[str], grow: bool) -> Prepared:
-        overlap = _bounds(len(code), self.threshold)[0]
-        if not overlap:  # no partner can score above the threshold: nothing to post or probe
-            return Prepared(code, [])
-        ranks = self._ranks
-        if grow:
-            try:
-                keys = list(map(ranks.__getitem__, elements))  # every element already ranked: no growth
-            except KeyError:
-                keys = [ranks.setdefault(e, len(ranks)) for e in elements]
-        else:
-            unseen = len(ranks)  # rarer than anything indexed
-            keys = [ranks.get(e, unseen) for e in elements]
-        keys.sort(reverse=True)
-        return Prepared(code, keys[: len(keys) - overlap + 2])
-
-    def add(self, text: str, prepared: Prepared | None = None) -> int:
-        code, prefix = prepared or self.prepare(text)
-        index = len(self.texts)
-        self.texts.append(text)
-        self._codes.append(code)
-        self._length_list.append(len(code))
-        if index == len(self._lengths):
-            self._lengths = np.resize(self._lengths, 2 * index)
-        self._lengths[index] = len(code)
-        if self._holders is not None:
-            self._hold(index)
+    def add(self, text: str, prepared: Prepared) -> int:
+        code, prefix = prepared
+        index = self._append(text, code)
         postings, base = self._postings, index << 8
         for position, rank in enumerate(prefix):
             posting = postings.get(rank)
@@ -282,23 +447,6 @@ class SimilarityIndex:
                 posting = postings[rank] = array("q")
             posting.append(base | min(position, 255))  # a capped position only loosens the bound
         return index
-
-    def _hold(self, index: int) -> None:
-        holders = self._holders
-        assert holders is not None
-        for element in self._elements(self._codes[index]):
-            if element not in holders:
-                holders[element] = array("q")
-            holders[element].append(index)
-
-    def find_similar(self, text: str, prepared: Prepared | None = None) -> Decision:
-        """Whether `text` scores above the threshold against any item, and if so the most similar one."""
-        prepared = prepared or self.prepare(text, grow=False)
-        return self._decision(self._best(prepared.code, self._candidates([prepared])[0]))
-
-    def _decision(self, best: tuple[float, int] | None) -> Decision:
-        """Kept without a (score, item) above the threshold; else rejected, naming that item."""
-        return Decision(True) if best is None else Decision(False, Neighbour(best[1], self.texts[best[1]], best[0]))
 
     def _candidates(self, queries: Sequence[Prepared]) -> list[np.ndarray]:
         """For each query, the items that may score above the threshold with it (every one that does is there).
@@ -315,15 +463,6 @@ class SimilarityIndex:
             return [_NONE] * len(queries)
         packed = np.frombuffer(entries, dtype=np.int64)
         items, j = packed >> 8, packed & 255  # a position is stored capped at 255, which only loosens the check
-        if len(queries) == 1:  # the streaming case (one candidate at a time): the checks from a cached table
-            table, single = _position_table(len(queries[0].code), self.threshold)
-            capped = np.minimum(self._lengths[items], _WIDTH - 1)
-            rows = np.repeat(_ROW_STARTS[: len(hits)], list(map(len, hits)))
-            valid = j <= table[rows + capped]
-            items, once = items[valid], single[capped[valid]]
-            total = len(self.texts)
-            seen = np.bincount(items, minlength=total) + np.bincount(items[once], minlength=total)
-            return [np.flatnonzero(seen >= 2)]
         counts = np.fromiter(map(len, hits), dtype=np.int64, count=len(hits))
         sizes = [len(query.prefix) for query in queries]
         # Per entry: its query, the query's length m, the element's position i in the query's prefix.
@@ -346,112 +485,6 @@ class SimilarityIndex:
         bounds = np.searchsorted(keys, np.arange(len(queries) + 1) * len(self.texts))
         return [keys[bounds[q] : bounds[q + 1]] - q * len(self.texts) for q in range(len(queries))]
 
-    def _need_by_sum(self, longest: int) -> np.ndarray:
-        """need(m, n) by m + n (it depends on nothing else), for sums up to at least `longest`."""
-        if len(self._needs) <= longest:
-            sums = np.arange(max(2 * longest, 512))
-            self._needs = np.maximum(1, np.ceil((self.threshold - _MARGIN) * sums / 2)).astype(np.int64)  # `need`
-        return self._needs
-
-    def _best(self, code: str, candidates: np.ndarray) -> tuple[float, int] | None:
-        """(score, item) of the candidate most similar to `code` (among equals the earliest) if it scores above
-        the threshold, else None."""
-        if not len(candidates):
-            return None
-        # One C++ pass finds the candidates near the threshold (Indel similarity is 2·LCS/(m+n), the F1 up to
-        # float rounding, hence the margin); only those get the exact score.
-        candidates = candidates.tolist()
-        m, codes, lengths = len(code), self._codes, self._length_list
-        near = process.extract(
-            code,
-            list(map(codes.__getitem__, candidates)),
-            scorer=Indel.normalized_similarity,
-            # rapidfuzz turns a normalised cutoff into an integer distance with rounding that can drop a pair
-            # exactly at the cutoff (0.8 with cutoff 0.8), so the cutoff sits well below the threshold.
-            score_cutoff=max(0.0, self.threshold - 1e-6),
-            limit=None,
-        )
-        if not near:
-            return None
-        # `near` is sorted best first; only the items within float noise of the best can hold the exact maximum.
-        top = near[0][1] - _MARGIN
-        exact = sorted(
-            (-f1_from_lcs(LCSseq.similarity(code, codes[candidates[k]]), m, lengths[candidates[k]]), candidates[k])
-            for _, score, k in near
-            if score >= top
-        )
-        score, c = -exact[0][0], exact[0][1]  # the best; among equals, the earliest item
-        return (score, c) if score > self.threshold else None
-
-    def _scores(self, text: str) -> np.ndarray:
-        code = self._code(self.tokenize(text))
-        if not code or not self._codes:
-            return np.zeros(len(self._codes))
-        lcs = process.cdist([code], self._codes, scorer=LCSseq.similarity, dtype=np.int64)[0]
-        return _f1(lcs, len(code), np.asarray(self._length_list, dtype=np.float64))
-
-    def scores(self, text: str) -> list[float]:
-        """The exact score against every item, in insertion order (one C++ pass over the index)."""
-        return self._scores(text).tolist()
-
-    def top_k(self, text: str, k: int) -> list[Neighbour]:
-        """The k most similar items, best first (ties: earlier item first); exactly what a full pass gives.
-
-        Without scoring every item: an item's LCS with the query is at most their token overlap o, so its F1 is
-        at most 2·o/(m+n). The overlaps come from the postings of every element (one `bincount`). The items with
-        the largest bounds are scored first (a partial sort), which gives a k-th best score s; then only the items
-        whose bound can still reach s (one vectorised comparison), in decreasing order of the bound, in growing
-        batches, until no bound left can reach the k-th best. Items sharing no token score 0 and fill the list in
-        index order, as in the full pass."""
-        total = len(self.texts)
-        if not total or k <= 0:
-            return []
-        if self._holders is None:
-            self._holders = {}
-            for index in range(total):
-                self._hold(index)
-        code = self._code(self.tokenize(text))
-        m = len(code)
-        hits = [self._holders[e] for e in self._elements(code) if e in self._holders]
-        if not hits:
-            return [Neighbour(i, self.texts[i], 0.0) for i in range(min(k, total))]
-        overlap = np.bincount(np.frombuffer(b"".join(hits), dtype=np.int64), minlength=total)
-        lengths = self._lengths[:total]
-        best: list[tuple[float, int]] = []  # (-score, index), sorted: the k best so far
-
-        def score(chosen: np.ndarray) -> None:
-            nonlocal best
-            codes = self._codes
-            lcs = process.cdist([code], [codes[i] for i in chosen.tolist()], scorer=LCSseq.similarity, dtype=np.int64)
-            scores = _f1(lcs[0], m, lengths[chosen])
-            best = sorted(best + list(zip((-scores).tolist(), chosen.tolist(), strict=True)))[:k]
-
-        # The items with the largest bounds (a partial sort, no sort of the pool) give a first k-th best score.
-        bounds = 2 * overlap / (m + lengths) + _MARGIN
-        first = min(total, max(k, _BATCH))
-        top = np.argpartition(-bounds, first - 1)[:first] if first < total else np.arange(total)
-        top = top[overlap[top] > 0]
-        score(top)
-        # Then every other item whose bound reaches the k-th best, in decreasing order of bound (ties: index order).
-        reach = (bounds >= (-best[-1][0] if len(best) == k else 0.0)) & (overlap > 0)
-        reach[top] = False
-        candidates = np.flatnonzero(reach)
-        order = candidates[np.lexsort((candidates, -bounds[candidates]))]
-        start, size = 0, _BATCH
-        while start < len(order):
-            if len(best) == k and bounds[order[start]] < -best[-1][0]:
-                break  # no item left can reach the k-th best (ties need an equal bound, kept above)
-            score(order[start : start + size])
-            start, size = start + size, 2 * size
-        if len(best) < k:  # fewer than k items share a token, all scored above: the others score 0, in index order
-            zero = np.flatnonzero(overlap == 0)[: k - len(best)]
-            best = sorted(best + [(0.0, int(i)) for i in zero])
-        return [Neighbour(i, self.texts[i], -score if score else 0.0) for score, i in best]
-
-    def nearest(self, text: str) -> Neighbour | None:
-        top = self.top_k(text, 1)
-        return top[0] if top else None
-
 
 def _f1(lcs: np.ndarray, m: int, n: np.ndarray) -> np.ndarray:
     """`f1_from_lcs` elementwise; numpy's IEEE double arithmetic gives the same bits as Python's. Where lcs is 0
@@ -468,7 +501,7 @@ def sequential_filter(
 ) -> list[Decision]:
     """The Self-Instruct novelty filter: each text, in order, is kept when its ROUGE-L F1 to every `against`
     text and to every text kept before it is at most `threshold`. One decision per text, in order."""
-    index = SimilarityIndex((), threshold, tokenizer)
+    index = _PrefixIndex(threshold, tokenizer)
     prepared = index._prepare_all([index._code(index.tokenize(t)) for t in [*against, *texts]])
     for text, p in zip(against, prepared, strict=False):
         index.add(text, p)
@@ -479,7 +512,7 @@ def sequential_filter(
     return decisions
 
 
-def _filter_block(index: SimilarityIndex, texts: list[str], prepared: list[Prepared]) -> list[Decision]:
+def _filter_block(index: _PrefixIndex, texts: list[str], prepared: list[Prepared]) -> list[Decision]:
     """`sequential_filter` for a run of texts: their candidates in the index found in one vectorised pass, their
     scores with each other in one C++ call; then each decided in order, against the index and the texts of the
     run kept before it (which join the index as they are kept, after every item already there)."""

@@ -180,11 +180,13 @@ TEXTS = st.lists(WORDS, min_size=0, max_size=9).map(" ".join)
 )
 def test_top_k_equals_the_full_pass_ties_included(pool, queries, k):
     """`top_k` scores only the items whose token overlap could reach the k-th best; it must return exactly what
-    scoring every item and sorting (score down, index up) returns. A small vocabulary makes ties common."""
+    scoring every item and sorting (score down, index up) returns. A small vocabulary makes ties common. Here
+    every element held by two items gets flags, most of them while items are being added, between queries."""
     index = SimilarityIndex()
+    index.FLAG_MIN, index.FLAG_SHARE = 2, 1 << 20
     for text in pool[: len(pool) // 2]:
         index.add(text)
-    index.top_k("warm up the holders", 1)  # built now; the rest are added to it as they come
+    index.top_k(pool[0], k)  # the next query starts from this one's k-th best
     for text in pool[len(pool) // 2 :]:
         index.add(text)
     for query in queries:
@@ -215,6 +217,34 @@ def test_top_k_equals_the_full_pass_on_large_pools(pool, queries, k):
         expected = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
         top = index.top_k(query, k)
         assert [(n.index, n.score) for n in top] == [(i, scores[i]) for i in expected]
+
+
+def test_a_growing_index_with_common_words_stays_exact():
+    """Past its first room (1,024 items) every per-item array grows, flags included; common words get flags and
+    rare ones keep lists. Every decision, nearest item and top 10 must still be the full pass's."""
+    rng = random.Random(7)
+    common = ["the", "a", "of", "write", "list", "poem"]
+    words = [f"w{i}" for i in range(300)]
+    texts = [
+        " ".join(rng.choice(common) if rng.random() < 0.5 else rng.choice(words) for _ in range(rng.randint(2, 14)))
+        for _ in range(2600)
+    ]
+    index, rejects_checked = SimilarityIndex(), 0
+    for i, text in enumerate(texts):
+        if i % 13 == 0 and len(index):  # queries along the way, as the bootstrap asks them
+            scores = index.scores(text)
+            expected = sorted(range(len(index)), key=lambda j: (-scores[j], j))[:10]
+            assert [(n.index, n.score) for n in index.top_k(text, 10)] == [(j, scores[j]) for j in expected]
+            best = max(range(len(index)), key=lambda j: (scores[j], -j))
+            decision = index.find_similar(text)
+            assert decision.kept == (scores[best] <= 0.7)
+            assert decision.kept or (decision.nearest.index, decision.nearest.score) == (best, scores[best])
+            rejects_checked += not decision.kept
+        if index.find_similar(text).kept:
+            index.add(text)
+    assert len(index) > 1024 and {index._chars["the"], index._chars["a"]} <= set(index._flags)
+    assert index._holders  # the rare words keep their lists
+    assert rejects_checked >= 5
 
 
 @pytest.mark.parametrize("block", [1, 3, 32])

@@ -7,22 +7,23 @@ formula (`f1_from_lcs`), so every score equals the reference's bit for bit, and 
 decide differently, ties included.
 
 Speed. A pair can only score above threshold t if L >= need(m, n), the smallest integer with 2L >= t(m+n)
-(less a margin of 1e-9, so that every float tie stays a candidate). Since L <= min(m, n), that bounds the
-lengths a query can match. Since L is at most the overlap of the two token multisets, prefix filtering applies:
-view each text as a set of elements (the k-th repeat of a token is its own element), sort the elements by one
-global order, rarest first; two sets sharing at least `a` >= 2 elements share two among the first |x|-a+2 of
-each (two-element prefix filtering: when every word is common, sharing one element says little, sharing two a
-lot). So each indexed item posts only its prefix (sized for the smallest overlap any partner could need), a
-query probes only with its own prefix, and a candidate must show up twice within positional limits that leave
-room for `need` shared elements. Only the surviving candidates get an LCS, in one C++ call. Every item scoring
-above t survives the filters, so the result is exact.
+(less a margin of 1e-9, so that every float tie stays a candidate), and L is at most the overlap of the two
+token multisets. View each text as a set of elements (the k-th repeat of a token is its own element): the overlap
+is the size of the intersection. Every item scoring above t passes the filters below, and only the survivors get
+an LCS, in one C++ call, so the result is exact. Two indexes, for two ways of asking:
 
-The global order is the elements' frequency in the corpus when it is known in advance (`sequential_filter`,
-which also screens runs of texts at once); a streaming index (the bootstrap stage) ranks elements by first
-sight, later taken as rarer: common words show up early, and any fixed order is correct, only slower.
-
-`top_k` (the neighbours recorded for each accepted instruction) bounds each item's score by its token overlap
-and scores only the items whose bound can reach the k-th best.
+- One text at a time, the pool growing between questions (`SimilarityIndex`, the bootstrap stage): each item's
+  exact overlap with the query, counted from the holders of the query's elements (a list of items for a rare
+  element, a byte per item for a common one: adding a few arrays of bytes costs less than reading long lists).
+  The novelty filter scores the items with overlap >= need(m, n); `top_k` (the neighbours recorded for an
+  accepted instruction) bounds each score by 2·overlap/(m+n) and scores only the items whose bound can reach the
+  k-th best. The cost per question still grows with the pool, but by a pass over bytes, not a score per item.
+- A corpus known in advance (`sequential_filter`, e.g. `selfinstruct dedup`): prefix filtering. Sort the
+  elements by their frequency in the corpus, rarest first; two sets sharing at least `a` >= 2 elements share two
+  among the first |x|-a+2 of each (two-element prefix filtering: when every word is common, sharing one element
+  says little, sharing two a lot). So each indexed item posts only its prefix (sized for the smallest overlap any
+  partner could need), a query probes only with its own prefix, and a candidate must show up twice within
+  positional limits that leave room for `need` shared elements. Runs of texts are screened at once.
 """
 
 from __future__ import annotations
@@ -306,12 +307,19 @@ class SimilarityIndex(_Pool):
 
     def find_similar(self, text: str) -> Decision:
         """Whether `text` scores above the threshold against any item, and if so the most similar one. An item
-        scoring above it has an LCS, hence an overlap, of at least need(m, n) >= (threshold - margin)·(m+n)/2:
-        only those items get a score."""
+        scoring above it has an LCS, hence an overlap o, of at least need(m, n), and n >= o: so o >= c·m/(1-c)
+        with c = (threshold - margin)/2 (one comparison with a number, selective at the threshold), then
+        o >= need(m, n) exactly on those. Only the items left get a score."""
         code = self._code(self.tokenize(text))
-        if not self.texts or not code:
+        m = len(code)
+        if not self.texts or not m:
             return Decision(True)
-        candidates = self._reaching(self._overlap(code), len(code), self.threshold - _MARGIN)
+        overlap = self._overlap(code)
+        c = (self.threshold - _MARGIN) / 2
+        least = max(1, math.ceil(c * m / (1 - c) - 1e-6)) if c < 1 else m  # slack: a float bound, on the safe side
+        candidates = np.flatnonzero(overlap >= least)
+        lengths = self._lengths[candidates]
+        candidates = candidates[overlap[candidates] >= self._need_by_sum(m + int(lengths.max(initial=0)))[m + lengths]]
         return self._decision(self._best(code, candidates))
 
     def _scores(self, text: str) -> np.ndarray:

@@ -247,6 +247,35 @@ def test_a_growing_index_with_common_words_stays_exact():
     assert rejects_checked >= 5
 
 
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_texts_of_hundreds_of_tokens_stay_exact(threshold):
+    """A question of 256 tokens or more counts overlaps in wider integers than a byte; decisions, nearest items and
+    the top 5 must still be the full pass's."""
+    rng = random.Random(11)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(150, 400))) for _ in range(60)]
+    texts += [" ".join(t.split()[: rng.randint(200, 300)]) for t in texts[:20]]  # near copies: rejects
+    index = SimilarityIndex(threshold=threshold)
+    index.FLAG_MIN = 8
+    decisions = []
+    for text in texts:
+        if len(index):
+            scores = index.scores(text)
+            expected = sorted(range(len(index)), key=lambda j: (-scores[j], j))[:5]
+            assert [(n.index, n.score) for n in index.top_k(text, 5)] == [(j, scores[j]) for j in expected]
+            decision = index.find_similar(text)
+            assert decision.kept == (scores[expected[0]] <= threshold)
+            assert decision.kept or (decision.nearest.index, decision.nearest.score) == (
+                expected[0],
+                scores[expected[0]],
+            )
+            decisions.append(decision.kept)
+        if index.find_similar(text).kept:
+            index.add(text)
+    assert index._flags and max(len(t.split()) for t in texts) >= 256
+    assert 0 < sum(decisions) < len(decisions)  # both kinds of decision
+
+
 @pytest.mark.parametrize("block", [1, 3, 32])
 def test_sequential_filter_in_runs_decides_like_one_text_at_a_time(monkeypatch, block):
     """`sequential_filter` screens runs of texts at once (their candidates in one pass, their scores with each

@@ -13,11 +13,13 @@ import random
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfinstruct.config import Config
 from selfinstruct.files import atomic_directory, atomic_write
-from selfinstruct.store import Store
+
+if TYPE_CHECKING:  # only for annotations: the CLI imports this module for FORMATS, and `dedup` starts faster
+    from selfinstruct.store import Store
 
 END_OF_TEXT = "<|endoftext|>"
 FORMATS = ("paper", "alpaca", "openai-chat", "sharegpt", "hf", "parquet")

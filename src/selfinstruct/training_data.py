@@ -13,7 +13,6 @@ from typing import Any
 
 from selfinstruct.export import END_OF_TEXT, finetuning_record
 from selfinstruct.records import InputError, read_records
-from selfinstruct.store import DB_NAME
 
 OUTPUT_MARKER = "\n\nOutput:"  # the end of every prompt in the paper's template (export.finetuning_record)
 INPUT_MARKER = "\n\nInput: "
@@ -157,6 +156,8 @@ def _run_examples(run_dir: Path) -> list[Example]:
 def read_data(path: str | Path) -> tuple[str, list[Example]]:
     """(format, examples) from a run directory, an Alpaca JSON, OpenAI chat JSONL or paper finetuning_data.jsonl
     file, or a Hugging Face dataset directory. A malformed record raises InputError naming the file and line."""
+    from selfinstruct.store import DB_NAME  # here: the run store (and asyncio) is not loaded by every CLI start
+
     path = Path(path)
     if path.is_dir():
         if (path / DB_NAME).exists():

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -414,7 +414,7 @@ class _PrefixIndex(_Pool):
     def __init__(self, threshold: float, tokenizer: str) -> None:
         super().__init__(threshold, tokenizer)
         # Element rank -> packed (item << 8 | position of the element in the item's prefix).
-        self._postings: dict[int, array[int]] = {}
+        self._postings: defaultdict[int, array[int]] = defaultdict(lambda: array("q"))
 
     def _prepare_all(self, codes: list[str]) -> list[Prepared]:
         """Each text's code and prefix, for a whole corpus known in advance (about to be filtered), on an empty
@@ -450,10 +450,7 @@ class _PrefixIndex(_Pool):
         index = self._append(text, code)
         postings, base = self._postings, index << 8
         for position, rank in enumerate(prefix):
-            posting = postings.get(rank)
-            if posting is None:
-                posting = postings[rank] = array("q")
-            posting.append(base | min(position, 255))  # a capped position only loosens the bound
+            postings[rank].append(base | (position if position < 256 else 255))  # a capped one only loosens it
         return index
 
     def _candidates(self, queries: Sequence[Prepared]) -> list[np.ndarray]:

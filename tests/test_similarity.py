@@ -247,6 +247,30 @@ def test_a_growing_index_with_common_words_stays_exact():
     assert rejects_checked >= 5
 
 
+def test_a_word_common_only_among_the_first_items_goes_back_to_a_list():
+    """Flags cost a byte per item of the room: an element that was common among the first items and then stops
+    showing up becomes a list again when the room grows; the overlaps, hence every answer, stay exact."""
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(500)]
+    early = [f"alpha {' '.join(rng.sample(words, 6))}" for _ in range(300)]
+    late = [" ".join(rng.sample(words, 7)) for _ in range(4000)]
+    index = SimilarityIndex()
+    index.FLAG_MIN, index.FLAG_SHARE = 4, 4
+    for text in early:
+        index.add(text)
+    alpha = index._chars["alpha"]
+    assert alpha in index._flags  # 300 of 1,024 rooms: common
+    for text in late:
+        index.add(text)
+    assert alpha not in index._flags and len(index._holders[alpha]) == 300  # 300 of 8,192: a list again
+    for query in ["alpha " + " ".join(rng.sample(words, 6)), early[7], late[3]]:
+        scores = index.scores(query)
+        expected = sorted(range(len(index)), key=lambda j: (-scores[j], j))[:10]
+        assert [(n.index, n.score) for n in index.top_k(query, 10)] == [(j, scores[j]) for j in expected]
+        decision = index.find_similar(query)
+        assert decision.kept == (scores[expected[0]] <= 0.7)
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.7])
 def test_texts_of_hundreds_of_tokens_stay_exact(threshold):
     """A question of 256 tokens or more counts overlaps in wider integers than a byte; decisions, nearest items and

@@ -237,8 +237,8 @@ class SimilarityIndex(_Pool):
     holders of the query's elements: a list of items for an element few items hold, one flag per item (a byte)
     for a common one, which is cheaper to add up than a long list to read."""
 
-    FLAG_SHARE = 32  # an element gets flags once more than 1/FLAG_SHARE of the items' room holds it...
-    FLAG_MIN = 64  # ...and at least this many items
+    FLAG_SHARE = 32  # an element gets flags once more than 1/FLAG_SHARE of the items' room holds it, and at
+    FLAG_MIN = 64  # least FLAG_MIN items; back to a list when the room grows and less than a quarter of that holds it
 
     def __init__(self, texts: Iterable[str] = (), threshold: float = 0.7, tokenizer: str = "rouge") -> None:
         super().__init__(threshold, tokenizer)
@@ -277,8 +277,13 @@ class SimilarityIndex(_Pool):
         self._lengths32 = np.resize(self._lengths32, capacity)
         self._scratch = np.zeros(capacity, dtype=np.float32)
         self._seen = np.zeros(capacity, dtype=bool)
-        for element, flagged in self._flags.items():
-            self._flags[element] = np.concatenate([flagged, np.zeros(capacity - len(flagged), dtype=np.uint8)])
+        for element, flagged in list(self._flags.items()):
+            held = np.flatnonzero(flagged)
+            if len(held) * 4 * self.FLAG_SHARE < capacity:  # no longer common (a word of the first items only):
+                self._holders[element] = array("q", held.tolist())  # a list again, so flags stay few
+                del self._flags[element]
+            else:
+                self._flags[element] = np.concatenate([flagged, np.zeros(capacity - len(flagged), dtype=np.uint8)])
 
     def _overlap(self, code: str) -> np.ndarray:
         """Each item's token overlap with `code` (the size of the intersection of the two token multisets)."""

@@ -9,6 +9,10 @@ grammar (7 random words from a small vocabulary: the shared words make it the ha
 run directory grows from size to size; for each segment this process's CPU time per accepted instruction is
 reported, and where it went: the novelty decision (`find_similar`), the recorded neighbours (`top_k`, and
 `nearest` for text-filter rejects) and the run store.
+
+`--replay` runs the stage twice in ordered mode (the same requests, answers and decisions both times): the second
+run's similarity index plays back the first run's answers instead of computing them, so its CPU is the client's
+with a free novelty filter and free neighbours: the floor any filter could reach on these answers.
 """
 
 from __future__ import annotations
@@ -52,6 +56,84 @@ def timed(owner: type, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
+class Replay:
+    """The similarity index's answers, recorded in call order by one run and played back to another (ordered
+    mode makes both runs ask the same questions in the same order; each is checked)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, tuple, object]] = []
+        self.playing = False
+        self.position = 0
+
+    def wrap(self, name: str) -> None:
+        original = getattr(SimilarityIndex, name)
+
+        @functools.wraps(original)
+        def wrapper(index, *args):
+            if not self.playing:
+                answer = original(index, *args)
+                self.answers.append((name, args, answer))
+                return answer
+            asked, asked_args, answer = self.answers[self.position]
+            if (asked, asked_args) != (name, args):
+                sys.exit(f"replay diverged at call {self.position}: {name}{args} instead of {asked}{asked_args}")
+            self.position += 1
+            return answer
+
+        setattr(SimilarityIndex, name, wrapper)
+
+    def play(self) -> None:
+        self.playing, self.position = True, 0
+        SimilarityIndex.add = lambda index, text: 0  # the pool is not needed: every answer is known
+
+
+def bootstrap_segments(url: str, sizes: list[int], root: Path, ordered: bool) -> tuple[list[tuple], int]:
+    """Grow one run directory from size to size; per segment: (size, accepted, candidates per accepted, wall s,
+    CPU s, time in each timed part, completions/s). Also the number of requests of the last segment."""
+    rows = []
+    before, done, judged_before, sent = 0, 0, 0, 0
+    for size in sizes:
+        settings = {
+            "num_instructions": size,
+            "lm": {"backend": "openai", "model": "scripted", "base_url": url, "concurrency": 64, "ordered": ordered},
+        }
+        SPENT.clear()
+        with Run.open(root / "run", settings, allow_config_change=True) as run:
+            sent = run.store.next_sample_index("bootstrap")
+            wall, cpu = time.perf_counter(), time.process_time()
+            run.bootstrap()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            done = len(run.store.accepted("machine"))
+            judged = done + sum(run.store.reject_reasons().values())
+            sent = run.store.next_sample_index("bootstrap") - sent
+        accepted = done - before
+        rows.append((size, accepted, (judged - judged_before) / max(1, accepted), wall, cpu, dict(SPENT), sent / wall))
+        before, judged_before = done, judged
+    return rows, sent
+
+
+def print_table(rows: list[tuple]) -> None:
+    print("| pool reached | accepted in segment | candidates per accepted | wall s | completions/s |", end="")
+    print(" CPU ms per accepted | filter | neighbours | store | CPU ms per candidate |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, accepted, per_accepted, wall, cpu, spent, rate in rows:
+        candidates = per_accepted * max(1, accepted)
+        parts = [
+            f"{1000 * spent.get(label, 0.0) / max(1, accepted):.2f}"
+            for label in ("novelty filter", "neighbours", "store")
+        ]
+        print(
+            f"| {size:,} | {accepted:,} | {per_accepted:.2f} | {wall:.1f} | {rate:.1f} | "
+            f"{1000 * cpu / max(1, accepted):.2f} | "
+            + " | ".join(parts)
+            + f" | {1000 * cpu / max(1, candidates):.2f} |"
+        )
+    first, last = rows[0], rows[-1]
+    if len(rows) > 1:
+        growth = (last[4] / max(1, last[1])) / (first[4] / max(1, first[1]))
+        print(f"\nCPU per accepted instruction, {last[0]:,} against {first[0]:,}: {growth:.2f}x")
+
+
 async def _no_op_client(url: str, requests: int, concurrency: int = 64) -> float:
     """Completions/s of a client that does nothing but send bootstrap prompts and read the answers: the most any
     client gets from this server on this machine (the server and the machine add their own latency)."""
@@ -79,59 +161,41 @@ def main() -> None:
         help="answer with real text: the 8,475 instructions of ../shared/data/real-instructions, most of them spliced "
         "(the head of one joined to the tail of another: real word frequencies, and new text never runs out)",
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="ordered mode, twice: the second run replays the similarity index's answers (a free filter: the floor)",
+    )
     args = parser.parse_args()
+    replay = Replay()
+    if args.replay:
+        for name in ("find_similar", "top_k"):  # `nearest` asks `top_k`
+            replay.wrap(name)
     timed(SimilarityIndex, "find_similar", "novelty filter")
     timed(SimilarityIndex, "top_k", "neighbours")
     timed(Store, "add_candidate", "store")
-    rows = []
     server = ["--latency", str(args.latency)]
     if args.real:
         files = sorted(str(p) for p in SHARED.glob("*.json"))
         if not files:
             sys.exit(f"no real instructions in {SHARED}: the --real table needs ../shared beside the repository")
         server += ["--splice", "--instructions", *files]
+    sizes = [int(size) for size in args.sizes.split(",")]
     with endpoints(server) as (url,), tempfile.TemporaryDirectory() as tmp:
-        before, done, judged_before = 0, 0, 0
-        for size in map(int, args.sizes.split(",")):
-            settings = {
-                "num_instructions": size,
-                "lm": {"backend": "openai", "model": "scripted", "base_url": url, "concurrency": 64},
-            }
-            SPENT.clear()
-            with Run.open(Path(tmp) / "run", settings, allow_config_change=True) as run:
-                sent = run.store.next_sample_index("bootstrap")
-                wall, cpu = time.perf_counter(), time.process_time()
-                run.bootstrap()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                done = len(run.store.accepted("machine"))
-                judged = done + sum(run.store.reject_reasons().values())
-                sent = run.store.next_sample_index("bootstrap") - sent
-            accepted = done - before
-            rows.append(
-                (size, accepted, (judged - judged_before) / max(1, accepted), wall, cpu, dict(SPENT), sent / wall)
-            )
-            before, judged_before = done, judged
+        rows, sent = bootstrap_segments(url, sizes, Path(tmp) / "computed", args.replay)
+        if args.replay:
+            replay.play()
+            replayed, _ = bootstrap_segments(url, sizes, Path(tmp) / "replayed", True)
+            if replay.position != len(replay.answers):
+                sys.exit(f"replay asked {replay.position} of {len(replay.answers)} recorded questions")
         ceiling = asyncio.run(_no_op_client(url, sent)) if args.latency else None
     text = "real instructions" if args.real else "the synthetic grammar"
-    print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64, {text}\n")
-    print(
-        "| pool reached | accepted in segment | candidates per accepted | wall s | completions/s |",
-        end="",
-    )
-    print(" CPU ms per accepted | filter | neighbours | store | CPU ms per candidate |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, accepted, per_accepted, wall, cpu, spent, rate in rows:
-        candidates = per_accepted * max(1, accepted)
-        parts = [
-            f"{1000 * spent.get(label, 0.0) / max(1, accepted):.2f}"
-            for label in ("novelty filter", "neighbours", "store")
-        ]
-        print(
-            f"| {size:,} | {accepted:,} | {per_accepted:.2f} | {wall:.1f} | {rate:.1f} | "
-            f"{1000 * cpu / max(1, accepted):.2f} | "
-            + " | ".join(parts)
-            + f" | {1000 * cpu / max(1, candidates):.2f} |"
-        )
+    mode = ", ordered" if args.replay else ""
+    print(f"endpoint latency {args.latency * 1000:.0f} ms, concurrency 64{mode}, {text}\n")
+    print_table(rows)
+    if args.replay:
+        print("\nThe same run again, the similarity index's answers replayed (a free novelty filter and neighbours):\n")
+        print_table(replayed)
     if ceiling:
         ideal = 64 / args.latency
         size, rate = rows[-1][0], rows[-1][-1]

@@ -81,6 +81,17 @@ def test_sample_is_reproducible_for_the_same_seed():
     assert len(others) > 1  # the sample does depend on the seed
 
 
+def test_sample_from_the_first_pool_size_items_draws_what_a_copy_of_them_draws():
+    # Ordered mode samples from the pool as it was when the prompt's request was launched: without copying it.
+    pool = [f"machine instruction {i}" for i in range(5000)]
+    for size in (0, 1, 2, 3, 21, 22, 30, 1000, 5000):
+        for seed in range(20):
+            view = sample_prompt_instructions(random.Random(f"{seed}:{size}"), SEEDS, pool, pool_size=size)
+            copy = sample_prompt_instructions(random.Random(f"{seed}:{size}"), SEEDS, pool[:size])
+            assert view == copy
+            assert all(int(s.split()[-1]) < size for s in view if s in pool)
+
+
 def test_sample_shuffles_machine_instructions_among_seeds():
     positions = set()
     for seed in range(50):

@@ -66,20 +66,33 @@ def _one_line(text: str) -> str:
 
 
 def sample_prompt_instructions(
-    rng: random.Random, seeds: list[str], machine: list[str], total: int = 8, from_machine: int = 2
+    rng: random.Random,
+    seeds: list[str],
+    machine: list[str],
+    total: int = 8,
+    from_machine: int = 2,
+    pool_size: int | None = None,
 ) -> list[str]:
-    chosen = rng.sample(machine, min(from_machine, len(machine)))
+    """`pool_size`: draw from the first `pool_size` machine instructions only (default: all of them). Drawing
+    positions from a range picks exactly what rng.sample(machine[:pool_size], k) picks, without copying the pool
+    for every prompt (a copy of 52K items per request showed up at the paper's scale)."""
+    size = len(machine) if pool_size is None else pool_size
+    chosen = [machine[i] for i in rng.sample(range(size), min(from_machine, size))]
     chosen += rng.sample(seeds, min(total - len(chosen), len(seeds)))
     rng.shuffle(chosen)
     return chosen
 
 
-def in_context_sample(config: Config, group: int, seeds: list[str], machine: list[str]) -> list[str]:
+def in_context_sample(
+    config: Config, group: int, seeds: list[str], machine: list[str], pool_size: int | None = None
+) -> list[str]:
     """The in-context instructions of prompt group `group`: they depend only on the run seed, the group and the
-    pool (the seeds the prompts draw from, the machine instructions accepted so far)."""
+    pool (the seeds the prompts draw from, the first `pool_size` machine instructions accepted, default all)."""
     rng = random.Random(f"{config.seed}:{STAGE}:{group}")
     cfg = config.bootstrap
-    return sample_prompt_instructions(rng, seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions)
+    return sample_prompt_instructions(
+        rng, seeds, machine, cfg.num_prompt_instructions, cfg.num_machine_instructions, pool_size
+    )
 
 
 def first_new_group(store: Store, config: Config) -> int:
@@ -270,8 +283,10 @@ class Bootstrapper:
         group = number // self.config.bootstrap.samples_per_prompt
         if group not in self.group_prompt:
             pool_size = self.pool_size.pop(group)
-            machine = self.machine[:pool_size] if self.engine.ordered else self.machine
-            prompt = self.encode(in_context_sample(self.config, group, self.prompt_seeds, machine))
+            shown = in_context_sample(
+                self.config, group, self.prompt_seeds, self.machine, pool_size if self.engine.ordered else None
+            )
+            prompt = self.encode(shown)
             self.group_prompt[group] = (prompt, self.config.bootstrap.samples_per_prompt)
         prompt, left = self.group_prompt.pop(group)
         if left > 1:

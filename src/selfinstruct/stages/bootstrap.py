@@ -8,6 +8,7 @@ stored as rejected with its reason.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import random
@@ -193,6 +194,9 @@ class Bootstrapper:
         self.group_prompt: dict[int, tuple[Prompt, int]] = {}  # group -> (prompt, members still to send it)
         self.sent: dict[int, Prompt] = {}  # request number -> its prompt, for a repair turn
         self.pool_size: dict[int, int] = {}
+        # Every idle worker asks for the same next number: one at a time waits for it (on the engine's condition),
+        # the others queue on this lock, instead of all waking at every settled request to find nothing to do.
+        self.numbering = asyncio.Lock()
 
     def judge(self, request_id: int, completion: Completion) -> None:
         """Filter the candidates of one response and store each with its verdict (runs inside the
@@ -255,7 +259,7 @@ class Bootstrapper:
         do not depend on timing: the first snapshot, from request n - concurrency on, at which the condition holds
         (or the target is met). The last one, with nothing in flight, always decides."""
         target = self.config.num_instructions
-        async with self.engine.changed:
+        async with self.numbering, self.engine.changed:
             while True:
                 number = self.next
                 if self.engine.ordered:

@@ -34,18 +34,46 @@ _CHATTER = re.compile(
 _LIST_HEADER = re.compile(r"^(?:\w+[ \t]+){0,4}(?:tasks?|instructions?|examples?|ideas?)[ \t]*:$", re.IGNORECASE)
 
 
-def json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object a structured-output answer holds (possibly in a ``` fence), or None."""
+def json_value(text: str) -> Any:
+    """The JSON object or array an answer holds: the whole answer, in a ``` fence, or after a short lead-in
+    ("Here is the JSON:"); None when there is none."""
     body = strip_reasoning(text).strip()
+    lines = body.splitlines()
+    start = next((i for i, line in enumerate(lines[:3]) if line.lstrip().startswith(("{", "[", "```"))), None)
+    if start is None:
+        return None
+    body = "\n".join(lines[start:]).strip()
     if body.startswith("```"):
-        body = body.strip("`").removeprefix("json").strip()
-    if not body.startswith("{"):
+        body = body.strip("`").strip()
+        body = body.removeprefix("json").removeprefix("JSON").strip()
+    if not body.startswith(("{", "[")):
         return None
     try:
-        data = json.loads(body)
+        data, end = json.JSONDecoder().raw_decode(body)
     except ValueError:
         return None
+    # The value must be the answer: only a closing fence or chatter may follow it.
+    rest = body[end:].strip().strip("`").strip()
+    if rest and not all(is_chatter(line) for line in rest.splitlines() if line.strip()):
+        return None
+    return data if isinstance(data, (dict, list)) else None
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a structured-output answer holds (possibly in a ``` fence), or None."""
+    data = json_value(text)
     return data if isinstance(data, dict) else None
+
+
+def json_records(text: str, keys: tuple[str, ...]) -> list[Any] | None:
+    """The list a JSON answer holds: the array itself, or the value of the first of `keys` the object has, or its
+    only list; None when the answer is no such JSON."""
+    data = json_value(text)
+    if isinstance(data, dict):
+        named = [data[k] for k in keys if isinstance(data.get(k), list)]
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = named[0] if named else lists[0] if len(lists) == 1 else None
+    return data if isinstance(data, list) else None
 
 
 def strip_reasoning(text: str) -> str:
@@ -70,13 +98,21 @@ def is_chatter(line: str) -> bool:
 # --- bootstrap: the list of new tasks ---------------------------------------------------------------------------
 
 # "1. ", "1) ", "(1) ", and "1.Write" (small models leave out the space; "3.5 cups" is no item).
-_NUMBERED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?\d{1,3}[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))(.*)$")
+_NUMBERED = re.compile(
+    r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?\d{1,3}(?:[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))|-[ \t]+)(.*)$"
+)
 _BULLET = re.compile(r"^[ \t]*[-*+•][ \t]+(.*)$")
 _TASK_HEADING = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction)[ \t]*#?[ \t]*\d+[ \t]*[:.)-]?"
+    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction)[ \t]*#?[ \t]*\d+[ \t]*[:.)—–-]?"
     r"[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*(.*)$",
     re.IGNORECASE,
 )
+# What follows the task, not the task: a label line under it ("Category: Writing", "*Example input:* ..."), and an
+# explanation after a dash once the task has ended ("Explain X. — tests reasoning").
+_NOTE_LINE = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?[(\[]?[A-Z][\w /-]{0,24}:[ \t]")
+_TRAILING_NOTE = re.compile(r"(?<=[.?!\"”)])[ \t]+[—–][ \t]+\S.*$")
+# A label before the task itself: "Task: Write ...", "Instruction: Write ...".
+_TASK_LABEL = re.compile(r"^(?:task|instruction|prompt)[ \t]*:[ \t]*(?=\S)", re.IGNORECASE)
 _BOLD_TITLE = re.compile(r"^(?:\*\*|__)([^*_\n]{1,80}?)[ \t]*:?[ \t]*(?:\*\*|__)[ \t]*[:-]?[ \t]+(\S.*)$")
 
 
@@ -100,41 +136,78 @@ def _clean_item(text: str) -> str:
     title = _BOLD_TITLE.match(text.strip())
     if title:  # "**Poem:** Write a poem about rain." -> the task, not its title
         text = title.group(2)
-    text = plain(text).strip()
+    text = _TASK_LABEL.sub("", plain(text).strip())
+    text = _TRAILING_NOTE.sub("", text).strip()
     if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'“”" or (text[:1], text[-1:]) == ("“", "”"):
         text = text[1:-1].strip()
     return text
 
 
+def _record_text(record: Any) -> str:
+    """A task in a JSON list: a string, or the instruction field of an object."""
+    if isinstance(record, dict):
+        for key in ("instruction", "task", "prompt", "text"):
+            if isinstance(record.get(key), str):
+                return record[key]
+        return next((v for v in record.values() if isinstance(v, str)), "")
+    return str(record)
+
+
+def table_rows(lines: list[str]) -> list[list[str]] | None:
+    """The cells of a markdown table's body rows when `lines` hold a table (the header row first), else None."""
+    rows = [line.strip() for line in lines if line.strip().startswith("|")]
+    if len(rows) < 3 or not re.fullmatch(r"\|?[\s:|-]+\|?", rows[1]):
+        return None
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in [rows[0], *rows[2:]]]
+
+
+def _is_complete(task: list[str]) -> bool:
+    """Whether the lines gathered so far make a task, rather than a title for the ones under it."""
+    text = plain(" ".join(task)).strip()
+    return text.endswith((".", "?", "!", '"', "”")) or len(text.split()) > 6
+
+
 def list_items(text: str) -> list[str]:
     """The tasks of a chat answer, in order. Items are lines that start with a number, a bullet or a "Task N:"
     heading (with the lines that continue them); an answer without such lines has one task per line. Preambles,
-    list headers and closing remarks are left out. A structured answer ({"tasks": [...]}) is read as such."""
-    data = json_object(text)
-    if data is not None and isinstance(data.get("tasks"), list):
-        return [item for task in data["tasks"] if (item := _clean_item(str(task)))]
+    list headers and closing remarks are left out, and so is what a model writes under a task: sub-bullets,
+    "Category: ..." lines, an explanation after a dash. A JSON answer (an array, {"tasks": [...]}) and a markdown
+    table (the longest cell of each row) are read as such."""
+    records = json_records(text, ("tasks", "instructions"))
+    if records is not None:
+        return [item for record in records if (item := _clean_item(_record_text(record)))]
     lines = [line for line in strip_reasoning(text).splitlines() if not line.strip().startswith("```")]
+    if (rows := table_rows(lines)) is not None:
+        return [item for row in rows[1:] if (item := _clean_item(max(row, key=len)))]
     if not any(_item_start(line) is not None for line in lines):
         return [item for line in lines if (item := _clean_item(line)) and not is_chatter(line)]
     items: list[str] = []
     current: list[str] | None = None
-    blank = False
+    indent = 0  # of the current item's line
+    blank = closed = False
     for line in lines:
         start = _item_start(line)
-        if start is not None:
-            if current is not None:
+        nested = len(line) - len(line.lstrip()) > indent + 1
+        if start is not None and nested and current and _is_complete(current):
+            closed = True  # a sub-bullet under a task: a note on it, not a task
+        elif start is not None:
+            if current and not nested:  # (a title with tasks under it is no task)
                 items.append(" ".join(current))
-            current, blank = ([start] if start.strip() else []), False
+            current, blank, closed = ([start] if start.strip() else []), False, False
+            indent = len(line) - len(line.lstrip())
         elif not line.strip():
             blank = True
         elif current is not None and (not blank or not current) and not is_chatter(line):
-            current.append(line.strip())  # a continuation, or the text under a "Task 9:" heading
+            if current and _NOTE_LINE.match(plain(line)):
+                closed = True  # "Category: Writing", "Example input: ..." under a task
+            elif not closed:
+                current.append(line.strip())  # a continuation, or the text under a "Task 9:" heading
             blank = False
         else:  # text after a blank line that is not an item: a closing remark; or a preamble
-            if current is not None:
+            if current:
                 items.append(" ".join(current))
             current = None
-    if current is not None:
+    if current:
         items.append(" ".join(current))
     return [item for raw in items if (item := _clean_item(raw)) and not is_chatter(raw)]
 

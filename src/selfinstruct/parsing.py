@@ -228,13 +228,36 @@ _VERDICTS = [
 ]
 
 
+# A verdict given as the answer ("So my answer is: Yes", "Is it a classification task? Yes", "Verdict: No"): it
+# outranks a "no" that merely opens a sentence of the reasoning before it.
+_STATED = re.compile(
+    r"(?:\banswer|\bverdict|\bconclusion|\bclassification(?:[ \t]+task)?[ \t]*\?)(?:[ \t]+is)?[ \t]*[:=\-–—]?[ \t]*"
+    r"(yes|no)\b(?![ \t]*(?:/|or\b))"  # not "Yes/No", "yes or no": the question restated
+)
+
+
+def _json_verdict(data: dict[str, Any]) -> str | None:
+    """The verdict of a structured answer: {"answer": "Yes"}, or its one true/false field
+    ({"is_classification": true})."""
+    if isinstance(data.get("answer"), bool):
+        return "yes" if data["answer"] else "no"
+    if "answer" in data:
+        return verdict(str(data["answer"]))
+    flags = [v for v in data.values() if isinstance(v, bool)]
+    return ("yes" if flags[0] else "no") if len(flags) == 1 else None
+
+
 def verdict(text: str) -> str | None:
-    """'yes' or 'no': the first verdict the answer states ("Yes", "**Answer:** No", "This is not a classification
-    task.", "Based on the examples, yes."); None when there is none, or when it opens with both ("Yes/No")."""
+    """'yes' or 'no': the verdict the answer states ("Yes", "**Answer:** No", "This is not a classification
+    task.", "Based on the examples, yes.", reasoning then "So my answer is: Yes"); None when there is none, or when
+    it opens with both ("Yes/No"). A verdict stated as the answer wins; otherwise the first one."""
     data = json_object(text)
-    if data is not None and "answer" in data:  # a structured answer: {"answer": "Yes"}
-        text = str(data["answer"])
+    if data is not None:
+        return _json_verdict(data)
     answer = plain(strip_reasoning(text)).lower()
+    stated = _STATED.findall(answer)
+    if stated:
+        return stated[-1]
     found = sorted((m.start(), label) for pattern, label in _VERDICTS for m in pattern.finditer(answer))
     if not found:
         return None

@@ -24,10 +24,10 @@ _RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")  # a markdown horizo
 _DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?")
 # Chatter: what a chat model says around the data. Lines, once their markdown is gone, that start like this.
 _CHATTER = re.compile(
-    r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
+    r"^(?:(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
     r"here (?:are|is)|below (?:are|is)|the following (?:are|is)|these (?:are|tasks|examples|new)|"
     r"i (?:hope|have|'ve)|i've|hope (?:this|these|that)|let me know|feel free|enjoy|note that|"
-    r"each (?:of these|task|example)|this (?:list|set) |i(?:'m| am) sorry|sorry|i can(?:not|'t)|as an ai)\b",
+    r"each (?:of these|task|example)|this (?:list|set) |i(?:'m| am) sorry|sorry|i can(?:not|'t)|as an ai)\b|notes?:)",
     re.IGNORECASE,
 )
 # A header line that names the list: "New tasks:", "**Examples:**".
@@ -271,7 +271,8 @@ def verdict(text: str) -> str | None:
 # --- instances: back to the plain marker layout -----------------------------------------------------------------
 
 _FIELD = re.compile(
-    r"^(?:\d{1,2}[.)][ \t]+)?(?:\*\*|__|\*)?[ \t]*(?P<name>input|output|class[ \t]+label|label)(?P<number>[ \t]*\d*)"
+    r"^(?:\d{1,2}[.)][ \t]+)?(?:\*\*|__|\*)?[ \t]*"
+    r"(?P<name>input|output|class[ \t]+label|label|class|text)(?P<number>[ \t]*\d*)"
     # The emphasis that closes a marker ("**Input:**") follows the colon at once; "Input: **x**" is a bold value.
     r"[ \t]*(?:\*\*|__|\*)?[ \t]*:(?:\*\*|__|\*)?[ \t]*(?P<rest>.*)$",
     re.IGNORECASE,
@@ -284,6 +285,23 @@ _EXAMPLE = re.compile(
 _TASK_LINE = re.compile(r"^(?:\*\*|__)?task[ \t]*(?:\*\*|__)?[ \t]*:", re.IGNORECASE)
 _WRAPPED = re.compile(r"^(\*\*|__|`)(.+)\1$")
 _FIELD_NAMES = {"input": "Input", "output": "Output", "label": "Class label", "class label": "Class label"}
+# Field names only a classification answer uses as markers ("### Class: Sports", "Label: ...\nText: ...").
+_CLASSIFICATION_NAMES = {"label": "Class label", "class": "Class label", "text": "Input"}
+# A second marker on the same line, after a separator: "Input: 48, 18 → Output: 6", "Label: A | Input: ...".
+_SECOND_MARKER = re.compile(
+    r"[ \t]*(?:→|->|=>|\||;|—|–)[ \t]*(?=(?:\*\*|__)?(?:input|output|class[ \t]+label|label|text)[ \t]*(?:\*\*|__)?:)",
+    re.IGNORECASE,
+)
+# A line that comments on an instance rather than being part of it: "Explanation: ...", "(Reason: ...)".
+_ASIDE = re.compile(r"^[ \t]*\(?(?:\*\*|__)?(?:explanation|reason|reasoning|rationale|why)[ \t]*(?:\*\*|__)?:", re.I)
+_BARE_NUMBER = re.compile(r"^[ \t]*(?:\*\*|__)?\(?(\d{1,2})[.)](?:\*\*|__)?[ \t]*$")
+_FENCE = re.compile(r"^[ \t]*```")
+# Columns of an instance table, by header.
+_COLUMNS = {
+    "input": ("input", "text", "sentence", "question", "query"),
+    "output": ("output", "answer", "response", "result"),
+    "label": ("class label", "label", "class", "category"),
+}
 
 
 def _marker_line(line: str, classification: bool) -> str | None:
@@ -302,13 +320,19 @@ def _marker_line(line: str, classification: bool) -> str | None:
     if field is None:
         return None
     name = " ".join(field.group("name").lower().split())
-    if name == "label" and not classification:
-        return None
+    if name in _CLASSIFICATION_NAMES:
+        if not classification:
+            return None
+        name = _CLASSIFICATION_NAMES[name].lower()
     rest = field.group("rest").strip()
     if wrapped := _WRAPPED.match(rest):
         rest = wrapped.group(2).strip()
     number = field.group("number").strip()
-    return f"{_FIELD_NAMES[name]}{' ' + number if number else ''}: {rest}".rstrip()
+    marker = f"{_FIELD_NAMES[name]}{' ' + number if number else ''}: {rest}".rstrip()
+    first, *second = _SECOND_MARKER.split(marker, maxsplit=1)
+    if second and (other := _marker_line(second[0], classification)) is not None:
+        return f"{first.rstrip()}\n{other}"
+    return marker
 
 
 def _drop_trailing_chatter(lines: list[str]) -> None:
@@ -320,39 +344,107 @@ def _drop_trailing_chatter(lines: list[str]) -> None:
         start = end
         while start and lines[start - 1].strip():
             start -= 1
-        if start == 0 or end == 0 or not all(is_chatter(line) for line in lines[start:end]):
+        paragraph = lines[start:end]
+        after_code = (  # prose after the code block that ends the last instance: a closing remark
+            start > 1
+            and not lines[start - 1].strip()
+            and _FENCE.match(lines[start - 2])
+            and not any(_FENCE.match(line) or _PLAIN_MARKER.match(line) for line in paragraph)
+        )
+        if start == 0 or end == 0 or not (after_code or all(is_chatter(line) for line in paragraph)):
             return
         del lines[start:]
+
+
+def _fields(record: dict[str, Any]) -> dict[str, str]:
+    """A JSON instance's fields under the names input, output, label (whatever a model called them)."""
+    named = {" ".join(str(k).lower().replace("_", " ").split()): v for k, v in record.items()}
+    fields = {}
+    for field, names in _COLUMNS.items():
+        value = next((named[n] for n in names if n in named), None)
+        if value is not None:
+            fields[field] = str(value)
+    return fields
 
 
 def _example_lines(number: int, example: Any, classification: bool) -> str:
     if not isinstance(example, dict):
         return ""
-    values = {k: " ".join(str(v).split("\n")) if k == "label" else str(v) for k, v in example.items()}
+    values = _fields(example)
+    values["label"] = " ".join(values.get("label", "").split("\n"))
     given = f"\nInput: {values['input']}" if values.get("input", "").strip() else ""
     if classification:
         return f"Class label: {values.get('label', '')}{given}"
     return f"Example {number}{given}\nOutput: {values.get('output', '')}"
 
 
+def _table_examples(rows: list[list[str]], classification: bool) -> list[dict[str, str]] | None:
+    """The instances of a markdown table whose header names its columns (Input, Output, Class label...)."""
+    header = [" ".join(plain(cell).lower().split()) for cell in rows[0]]
+    columns = {}
+    for field, names in _COLUMNS.items():
+        found = next((i for i, cell in enumerate(header) if cell in names), None)
+        if found is not None:
+            columns[field] = found
+    if ("label" if classification else "output") not in columns:
+        return None
+    return [
+        {field: plain(row[i]).strip() for field, i in columns.items() if i < len(row)}
+        for row in rows[1:]
+        if any(cell.strip() for cell in row)
+    ]
+
+
+def _labels_first(lines: list[str]) -> list[str]:
+    """A classification answer that gives each input before its label ("Input: ...", then "Class label: ..."),
+    turned around: each label line moves in front of the input it follows."""
+    markers = [line.split(":")[0] for line in lines if _NEXT_LINE_MARKER.match(line)]
+    if "Input" not in markers or "Class label" not in markers or markers.index("Input") > markers.index("Class label"):
+        return lines
+    out: list[str] = []
+    start = None  # where the current instance's input starts in `out`
+    for line in lines:
+        if line.startswith("Input:"):
+            start = len(out)
+        elif line.startswith("Class label:") and start is not None:
+            out.insert(start, line)
+            start = None
+            continue
+        out.append(line)
+    return out
+
+
+_NEXT_LINE_MARKER = re.compile(r"^(?:Input|Class label)(?: \d+)?:")
+_PLAIN_MARKER = re.compile(r"^(?:Input|Output|Class label)(?: \d+)?:|^Example(?: \d+)?(?::|$)")
+
+
 def normalise_instances(text: str, classification: bool) -> str:
     """An instance answer in the plain layout of the few-shot prompts. A completion model's answer in that layout
-    comes out unchanged; a chat model's loses its reasoning, preamble, restated task, markdown around the markers
-    and closing remarks. A structured answer ({"examples": [...]}) is written out in that layout."""
-    data = json_object(text)
-    if data is not None and isinstance(data.get("examples"), list):
-        return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(data["examples"], 1))
+    comes out unchanged; a chat model's loses its reasoning, preamble, restated task, markdown around the markers,
+    asides ("Explanation: ...") and closing remarks. A JSON answer (an array of instances, {"examples": [...]}) and
+    a markdown table with named columns are written out in that layout."""
+    records = json_records(text, ("examples", "instances"))
+    if records is not None:
+        return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(records, 1))
     lines = strip_reasoning(text).splitlines()
+    if (rows := table_rows(lines)) is not None and (examples := _table_examples(rows, classification)):
+        return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(examples, 1))
     if lines and lines[0].strip().startswith("```") and lines[-1].strip() == "```":  # the whole answer fenced
         lines = lines[1:-1]
     out: list[str] = []
-    seen_marker = False
-    for line in lines:
+    seen_marker = aside = False
+    for i, line in enumerate(lines):
         marker = _marker_line(line, classification)
+        if marker is None and (number := _BARE_NUMBER.match(line)):
+            following = next((x for x in lines[i + 1 :] if x.strip()), "")
+            if _marker_line(following, classification) is not None:  # "1." alone above an instance's fields
+                marker = f"Example {number.group(1)}"
         if marker is not None:
             _drop_trailing_chatter(out)  # "Here is another example:" between two instances
             out.append(marker)
-            seen_marker = True
+            seen_marker, aside = True, False
+        elif seen_marker and (aside or _ASIDE.match(plain(line))):
+            aside = True  # an explanation of the instance, up to the next marker
         elif not seen_marker and (is_chatter(line) or _TASK_LINE.match(_DECORATION.sub("", line))):
             continue  # a preamble, or the task restated, before the first instance
         elif _RULE.match(line):
@@ -360,4 +452,6 @@ def normalise_instances(text: str, classification: bool) -> str:
         else:
             out.append(line)
     _drop_trailing_chatter(out)
+    if classification:
+        out = _labels_first(out)
     return "\n".join(out).strip("\n")

@@ -49,18 +49,27 @@ MARKER_LINE = re.compile(
 # An input that says there is none is an empty input.
 _NO_INPUT = re.compile(r"^\(?\s*(?:none|n/?a|no input|null|empty|-+)\s*\)?\.?$", re.IGNORECASE)
 
+_FENCED = re.compile(r"^```[\w+#.-]*[ \t]*\n(.*?)\n[ \t]*```$", re.DOTALL)
+_ARROW = re.compile(r"[ \t]*(?:→|->|=>|\|)$")
+
 # (input, output, problem): problem is "" when the text parsed cleanly.
 Parsed = tuple[str, str, str]
 
 
 def _field(text: str) -> str:
-    """A field's text up to the next marker line."""
+    """A field's text up to the next marker line; a value that is one fenced code block is the code."""
     end = _NEXT_MARKER.search(text)
-    return (text[: end.start()] if end else text).strip()
+    return _unfenced((text[: end.start()] if end else text).strip())
+
+
+def _unfenced(value: str) -> str:
+    """A value that is one fenced code block is the code (a chat model's markdown, not data)."""
+    fenced = _FENCED.match(value)
+    return fenced.group(1) if fenced else value
 
 
 def _input(text: str) -> str:
-    text = text.strip()
+    text = _unfenced(_ARROW.sub("", text.strip()))  # "Input: 48, 18 → Output: 6" on one line
     return "" if _NO_INPUT.match(text) else text
 
 
@@ -87,7 +96,7 @@ def _parse_output_first(block: str) -> Parsed:
         label, rest = label[: inline.start()], label[inline.end() :]
     elif inp := _INPUT.match(rest.lstrip("\n")):
         rest = rest.lstrip("\n")[inp.end() :]
-    return _input(_field(rest)), label.strip(), ""
+    return _input(_field(rest)), _ARROW.sub("", label.strip()), ""
 
 
 def _example_blocks(text: str) -> list[tuple[str, bool]]:

@@ -1,7 +1,10 @@
 """Chat answers written blind to the parsers: a helper that never read the parsing code wrote 150 answers the way
 real chat models answer the three prompts (numbered and bulleted lists, sub-bullets and "Category:" notes under
 a task, tables, JSON in and out of fences, verdicts after reasoning, inputs before labels, code blocks, asides),
-each with what a careful human would extract. tests/data/blind_chat_answers.jsonl; one test per answer."""
+each with what a careful human would extract. tests/data/blind_chat_answers.jsonl; one test per answer. One
+expectation follows the paper's parsing rule instead of its writer's (its `note` field says which).
+benchmarks/chat_shapes.py runs the pipeline on the shapes of selfinstruct.chatshapes; these are the shapes no one
+wrote the parser for."""
 
 from __future__ import annotations
 

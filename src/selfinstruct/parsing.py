@@ -272,7 +272,7 @@ def verdict(text: str) -> str | None:
 
 _FIELD = re.compile(
     r"^(?:\d{1,2}[.)][ \t]+)?(?:\*\*|__|\*)?[ \t]*"
-    r"(?P<name>input|output|class[ \t]+label|label|class|text)(?P<number>[ \t]*\d*)"
+    r"(?P<name>input|output|class[ \t]+label|label|class)(?P<number>[ \t]*\d*)"
     # The emphasis that closes a marker ("**Input:**") follows the colon at once; "Input: **x**" is a bold value.
     r"[ \t]*(?:\*\*|__|\*)?[ \t]*:(?:\*\*|__|\*)?[ \t]*(?P<rest>.*)$",
     re.IGNORECASE,
@@ -285,11 +285,12 @@ _EXAMPLE = re.compile(
 _TASK_LINE = re.compile(r"^(?:\*\*|__)?task[ \t]*(?:\*\*|__)?[ \t]*:", re.IGNORECASE)
 _WRAPPED = re.compile(r"^(\*\*|__|`)(.+)\1$")
 _FIELD_NAMES = {"input": "Input", "output": "Output", "label": "Class label", "class label": "Class label"}
-# Field names only a classification answer uses as markers ("### Class: Sports", "Label: ...\nText: ...").
-_CLASSIFICATION_NAMES = {"label": "Class label", "class": "Class label", "text": "Input"}
+# Field names only a classification answer uses as markers ("### Class: Sports", "Label: Spam"). An input under the
+# task's own field name ("Text: ...", "Sentence: ...") stays as written, as in the paper (docs/paper-parity.md, Q2).
+_CLASSIFICATION_NAMES = {"label": "Class label", "class": "Class label"}
 # A second marker on the same line, after a separator: "Input: 48, 18 → Output: 6", "Label: A | Input: ...".
 _SECOND_MARKER = re.compile(
-    r"[ \t]*(?:→|->|=>|\||;|—|–)[ \t]*(?=(?:\*\*|__)?(?:input|output|class[ \t]+label|label|text)[ \t]*(?:\*\*|__)?:)",
+    r"[ \t]*(?:→|->|=>|\||;|—|–)[ \t]*(?=(?:\*\*|__)?(?:input|output|class[ \t]+label|label)[ \t]*(?:\*\*|__)?:)",
     re.IGNORECASE,
 )
 # A line that comments on an instance rather than being part of it: "Explanation: ...", "(Reason: ...)".

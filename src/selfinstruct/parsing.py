@@ -21,11 +21,11 @@ _EMPHASIS = re.compile(
     r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<![\w_])_(?![\s_])(.+?)(?<![\s_])_(?![\w_])"
 )
 _RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")  # a markdown horizontal rule
-_DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?")
+_DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?(?:[\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff]+[ \t]*)?")
 # Chatter: what a chat model says around the data. Lines, once their markdown is gone, that start like this.
 _CHATTER = re.compile(
     r"^(?:(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
-    r"here (?:are|is)|below (?:are|is)|the following (?:are|is)|these (?:are|tasks|examples|new)|"
+    r"here (?:are|is|you go)|have fun|below (?:are|is)|the following (?:are|is)|these (?:are|tasks|examples|new)|"
     r"i (?:hope|have|'ve)|i've|hope (?:this|these|that)|let me know|feel free|enjoy|note that|"
     r"each (?:of these|task|example)|this (?:list|set) |i(?:'m| am) sorry|sorry|i can(?:not|'t)|as an ai)\b|notes?:)",
     re.IGNORECASE,
@@ -97,23 +97,30 @@ def is_chatter(line: str) -> bool:
 
 # --- bootstrap: the list of new tasks ---------------------------------------------------------------------------
 
-# "1. ", "1) ", "(1) ", and "1.Write" (small models leave out the space; "3.5 cups" is no item).
+# Pictographs a model may use as bullets or decoration ("✍️ Write ...", "➡️ Input: ...").
+_EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff"
+# "1. ", "1) ", "(1) ", "1 - ", "I. ", "a) ", and "1.Write" (small models leave out the space; "3.5 cups" is no item).
 _NUMBERED = re.compile(
-    r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?\d{1,3}(?:[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))|-[ \t]+)(.*)$"
+    r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?(?:\d{1,3}(?:[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))|[ \t]*-[ \t]+)"
+    r"|(?:[IVX]{1,4}|[ivx]{1,4})[.)][ \t]+|[a-zA-Z]\)[ \t]+)(.*)$"
 )
-_BULLET = re.compile(r"^[ \t]*[-*+•][ \t]+(.*)$")
+_BULLET = re.compile(rf"^[ \t]*(?:[-*+•]|[{_EMOJI}]+)[ \t]+(.*)$")
 _TASK_HEADING = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction)[ \t]*#?[ \t]*\d+[ \t]*[:.)—–-]?"
+    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:new[ \t]+)?(?:task|instruction|step)[ \t]*#?[ \t]*\d+[ \t]*[:.)—–-]?"
     r"[ \t]*(?:\*\*|__)?[ \t]*:?[ \t]*(.*)$",
     re.IGNORECASE,
 )
-# What follows the task, not the task: a label line under it ("Category: Writing", "*Example input:* ..."), and an
+# What follows the task, not the task: a label line under it ("Category: Writing", "*Why it's new:* ..."), and an
 # explanation after a dash once the task has ended ("Explain X. — tests reasoning").
-_NOTE_LINE = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?[(\[]?[A-Z][\w /-]{0,24}:[ \t]")
+_NOTE_LINE = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?[(\[]?[A-Za-z][\w '’/-]{0,24}:[ \t]")
 _TRAILING_NOTE = re.compile(r"(?<=[.?!\"”)])[ \t]+[—–][ \t]+\S.*$")
 # A label before the task itself: "Task: Write ...", "Instruction: Write ...".
 _TASK_LABEL = re.compile(r"^(?:task|instruction|prompt)[ \t]*:[ \t]*(?=\S)", re.IGNORECASE)
 _BOLD_TITLE = re.compile(r"^(?:\*\*|__)([^*_\n]{1,80}?)[ \t]*:?[ \t]*(?:\*\*|__)[ \t]*[:-]?[ \t]+(\S.*)$")
+# "**The whole task, in bold.** A comment on it.": the bold sentence is the task.
+_BOLD_TASK = re.compile(r"^(?:\*\*|__)([^*_\n]+?[.?!])(?:\*\*|__)[ \t]+\S")
+# Tasks in tags: <instruction>...</instruction>, <task>...</task>.
+_TAGGED = re.compile(r"<(instruction|task|prompt)>([^<]+)</\1>", re.IGNORECASE)
 
 
 def _item_start(line: str) -> str | None:
@@ -134,7 +141,9 @@ def _item_start(line: str) -> str | None:
 
 def _clean_item(text: str) -> str:
     title = _BOLD_TITLE.match(text.strip())
-    if title:  # "**Poem:** Write a poem about rain." -> the task, not its title
+    if bold := _BOLD_TASK.match(text.strip()):
+        text = bold.group(1)
+    elif title:  # "**Poem:** Write a poem about rain." -> the task, not its title
         text = title.group(2)
     text = _TASK_LABEL.sub("", plain(text).strip())
     text = _TRAILING_NOTE.sub("", text).strip()
@@ -176,13 +185,17 @@ def list_items(text: str) -> list[str]:
     records = json_records(text, ("tasks", "instructions"))
     if records is not None:
         return [item for record in records if (item := _clean_item(_record_text(record)))]
+    tagged = _TAGGED.findall(strip_reasoning(text))
+    if len(tagged) >= 2:
+        return [item for _, task in tagged if (item := _clean_item(task))]
     lines = [line for line in strip_reasoning(text).splitlines() if not line.strip().startswith("```")]
     if (rows := table_rows(lines)) is not None:
         return [item for row in rows[1:] if (item := _clean_item(max(row, key=len)))]
     if not any(_item_start(line) is not None for line in lines):
         return [item for line in lines if (item := _clean_item(line)) and not is_chatter(line)]
-    items: list[str] = []
+    items: list[tuple[str, bool]] = []  # (text, numbered: a numbered item is a task even if it opens like chatter)
     current: list[str] | None = None
+    numbered = False
     indent = 0  # of the current item's line
     blank = closed = False
     for line in lines:
@@ -192,24 +205,24 @@ def list_items(text: str) -> list[str]:
             closed = True  # a sub-bullet under a task: a note on it, not a task
         elif start is not None:
             if current and not nested:  # (a title with tasks under it is no task)
-                items.append(" ".join(current))
+                items.append((" ".join(current), numbered))
             current, blank, closed = ([start] if start.strip() else []), False, False
-            indent = len(line) - len(line.lstrip())
+            indent, numbered = len(line) - len(line.lstrip()), _NUMBERED.match(line) is not None
         elif not line.strip():
             blank = True
         elif current is not None and (not blank or not current) and not is_chatter(line):
-            if current and _NOTE_LINE.match(plain(line)):
+            if current and _NOTE_LINE.match(plain(line)) and _is_complete(current):
                 closed = True  # "Category: Writing", "Example input: ..." under a task
             elif not closed:
                 current.append(line.strip())  # a continuation, or the text under a "Task 9:" heading
             blank = False
         else:  # text after a blank line that is not an item: a closing remark; or a preamble
             if current:
-                items.append(" ".join(current))
+                items.append((" ".join(current), numbered))
             current = None
     if current:
-        items.append(" ".join(current))
-    return [item for raw in items if (item := _clean_item(raw)) and not is_chatter(raw)]
+        items.append((" ".join(current), numbered))
+    return [item for raw, numbered in items if (item := _clean_item(raw)) and (numbered or not is_chatter(raw))]
 
 
 # --- classify: yes or no ----------------------------------------------------------------------------------------
@@ -236,6 +249,14 @@ _STATED = re.compile(
 )
 
 
+# A one-word verdict opening the answer: "Yep", "Nope.", "True", "Not really, ...".
+_OPENING = re.compile(
+    r"^\W*((?:absolutely|definitely|certainly)[ \t]+not|yep|yup|yeah|true|correct|affirmative|absolutely|definitely"
+    r"|indeed|nope|nah|false|negative|not really|not quite)(?![ \t]+not\b)(?=[ \t]*(?:[.!,;:—–-]|$))"
+)
+_OPENING_NO = ("not", "nope", "nah", "false", "negative")
+
+
 def _json_verdict(data: dict[str, Any]) -> str | None:
     """The verdict of a structured answer: {"answer": "Yes"}, or its one true/false field
     ({"is_classification": true})."""
@@ -258,6 +279,9 @@ def verdict(text: str) -> str | None:
     stated = _STATED.findall(answer)
     if stated:
         return stated[-1]
+    if opening := _OPENING.match(answer.strip()):
+        word = opening.group(1)
+        return "no" if word.startswith(_OPENING_NO) or word.endswith(" not") else "yes"
     found = sorted((m.start(), label) for pattern, label in _VERDICTS for m in pattern.finditer(answer))
     if not found:
         return None

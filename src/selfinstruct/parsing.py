@@ -21,7 +21,9 @@ _EMPHASIS = re.compile(
     r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<![\w_])_(?![\s_])(.+?)(?<![\s_])_(?![\w_])"
 )
 _RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")  # a markdown horizontal rule
-_DECORATION = re.compile(r"^[ \t]*(?:>[ \t]*)*(?:#{1,6}[ \t]+)?(?:[-*+•][ \t]+)?(?:[\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff]+[ \t]*)?")
+# Pictographs a model may use as bullets or decoration ("✍️ Write ...", "➡️ Input: ...").
+_EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff"
+_DECORATION = re.compile(rf"^[ \t]*(?:>[ \t]*)*(?:#{{1,6}}[ \t]+)?(?:[-*+•][ \t]+)?(?:[{_EMOJI}]+[ \t]*)?")
 # Chatter: what a chat model says around the data. Lines, once their markdown is gone, that start like this.
 _CHATTER = re.compile(
     r"^(?:(?:sure|certainly|of course|absolutely|okay|ok|great|alright|glad to|happy to|as requested|"
@@ -97,8 +99,6 @@ def is_chatter(line: str) -> bool:
 
 # --- bootstrap: the list of new tasks ---------------------------------------------------------------------------
 
-# Pictographs a model may use as bullets or decoration ("✍️ Write ...", "➡️ Input: ...").
-_EMOJI = "\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u297f\u2b00-\u2bff\ufe0f\u200d\U0001f000-\U0001faff"
 # "1. ", "1) ", "(1) ", "1 - ", "I. ", "a) ", and "1.Write" (small models leave out the space; "3.5 cups" is no item).
 _NUMBERED = re.compile(
     r"^[ \t]*(?:[-*+•][ \t]+)?(?:\*\*|__)?\(?(?:\d{1,3}(?:[.)](?:\*\*|__)?(?:[ \t]+|(?=[A-Za-z\"“]))|[ \t]*-[ \t]+)"

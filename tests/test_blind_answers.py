@@ -1,10 +1,15 @@
-"""Chat answers written blind to the parsers: a helper that never read the parsing code wrote 150 answers the way
-real chat models answer the three prompts (numbered and bulleted lists, sub-bullets and "Category:" notes under
-a task, tables, JSON in and out of fences, verdicts after reasoning, inputs before labels, code blocks, asides),
-each with what a careful human would extract. tests/data/blind_chat_answers.jsonl; one test per answer. One
-expectation follows the paper's parsing rule instead of its writer's (its `note` field says which).
-benchmarks/chat_shapes.py runs the pipeline on the shapes of selfinstruct.chatshapes; these are the shapes no one
-wrote the parser for."""
+"""Chat answers written blind to the parsers: helpers that never read the parsing code wrote answers the way real
+chat models answer the three prompts (numbered, lettered and bulleted lists, sub-bullets and "Category:" notes
+under a task, tables and tab-separated rows, JSON and YAML in and out of fences, XML tags, emoji, verdicts after
+reasoning or in one word, inputs before labels, "Q:"/"A:" fields, code blocks, asides), each with what a careful
+human would extract. One test per answer, from tests/data/blind_chat_answers*.jsonl:
+
+- blind_chat_answers.jsonl (150 answers) and blind_chat_answers_2.jsonl (120, written to favour rarer shapes):
+  each was measured before the parsers were fixed for it (docs/chat-models.md has the numbers), then kept here.
+
+Three expectations follow the paper's parsing rule instead of their writer's (their `note` field says which).
+benchmarks/chat_shapes.py runs the whole pipeline on the shapes of selfinstruct.chatshapes; these are the shapes
+no one wrote the parser for."""
 
 from __future__ import annotations
 
@@ -18,18 +23,26 @@ from selfinstruct.stages.bootstrap import parse_instructions
 from selfinstruct.stages.classify import parse_answer
 from selfinstruct.stages.prepare import parse_instances
 
-CORPUS = Path(__file__).parent / "data" / "blind_chat_answers.jsonl"
-ANSWERS = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+CORPORA = sorted((Path(__file__).parent / "data").glob("blind_chat_answers*.jsonl"))
+ANSWERS = [
+    {**json.loads(line), "file": path.stem, "line": number}
+    for path in CORPORA
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+    if line.strip()
+]
 
 
 def _id(case: dict) -> str:
-    return f"{case['stage']}-{case['model']}"
+    return f"{case['file']}:{case['line']}-{case['model']}"
 
 
-def test_the_corpus_covers_every_stage_and_both_instance_kinds():
-    stages = [case["stage"] for case in ANSWERS]
-    assert {stage: stages.count(stage) for stage in set(stages)} == {"bootstrap": 50, "classify": 50, "instances": 50}
-    assert {case["kind"] for case in ANSWERS if case["stage"] == "instances"} == {"generation", "classification"}
+def test_the_corpora_cover_every_stage_and_both_instance_kinds():
+    assert len(CORPORA) >= 2
+    for path in CORPORA:
+        cases = [case for case in ANSWERS if case["file"] == path.stem]
+        assert {case["stage"] for case in cases} == {"bootstrap", "classify", "instances"}
+        assert {case["kind"] for case in cases if case["stage"] == "instances"} == {"generation", "classification"}
+        assert {case["expected"] for case in cases if case["stage"] == "classify"} == {"yes", "no"}
 
 
 @pytest.mark.parametrize("case", [c for c in ANSWERS if c["stage"] == "bootstrap"], ids=_id)

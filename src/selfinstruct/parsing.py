@@ -163,11 +163,15 @@ def _record_text(record: Any) -> str:
 
 
 def table_rows(lines: list[str]) -> list[list[str]] | None:
-    """The cells of a markdown table's body rows when `lines` hold a table (the header row first), else None."""
+    """The cells of a table's rows, the header row first, when `lines` hold a markdown table or tab-separated
+    rows (all with the same number of cells), else None."""
     rows = [line.strip() for line in lines if line.strip().startswith("|")]
-    if len(rows) < 3 or not re.fullmatch(r"\|?[\s:|-]+\|?", rows[1]):
-        return None
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in [rows[0], *rows[2:]]]
+    if len(rows) >= 3 and re.fullmatch(r"\|?[\s:|-]+\|?", rows[1]):
+        return [[cell.strip() for cell in row.strip("|").split("|")] for row in [rows[0], *rows[2:]]]
+    tabbed = [line.strip().split("\t") for line in lines if "\t" in line.strip()]
+    if len(tabbed) >= 2 and len({len(row) for row in tabbed}) == 1:
+        return [[cell.strip() for cell in row] for row in tabbed]
+    return None
 
 
 def _is_complete(task: list[str]) -> bool:
@@ -318,15 +322,34 @@ _SECOND_MARKER = re.compile(
     re.IGNORECASE,
 )
 # A line that comments on an instance rather than being part of it: "Explanation: ...", "(Reason: ...)".
-_ASIDE = re.compile(r"^[ \t]*\(?(?:\*\*|__)?(?:explanation|reason|reasoning|rationale|why)[ \t]*(?:\*\*|__)?:", re.I)
+_ASIDE = re.compile(
+    r"^[ \t]*(?:\(?(?:\*\*|__)?(?:explanation|reason|reasoning|rationale|why)[ \t]*(?:\*\*|__)?:|\(notes?[ \t]*:)", re.I
+)
 _BARE_NUMBER = re.compile(r"^[ \t]*(?:\*\*|__)?\(?(\d{1,2})[.)](?:\*\*|__)?[ \t]*$")
 _FENCE = re.compile(r"^[ \t]*```")
 # Columns of an instance table, by header.
 _COLUMNS = {
-    "input": ("input", "text", "sentence", "question", "query"),
-    "output": ("output", "answer", "response", "result"),
+    "input": ("input", "text", "sentence", "question", "query", "prompt", "message", "sample input", "example input"),
+    "output": ("output", "answer", "response", "result", "completion", "expected output", "sample output"),
     "label": ("class label", "label", "class", "category"),
 }
+# Other names a chat model gives the two fields when it uses neither "Input" nor "Output" ("Q:" / "A:").
+_OTHER_FIELD = re.compile(
+    r"^[ \t]*(?:\d{1,2}[.)][ \t]+)?(?:\*\*|__)?(?P<name>q|question|prompt|user|sample input|example input|"
+    r"a|answer|response|assistant|completion|expected output|sample output|example output)[ \t]*(?:\*\*|__)?:"
+    r"(?:\*\*|__)?[ \t]*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+_OTHER_INPUTS = ("q", "question", "prompt", "user", "sample input", "example input")
+# A field name in bold on its own line, the value below it ("**Input**").
+_BARE_FIELD = re.compile(r"^[ \t]*(?:\*\*|__)(input|output|class label)(?:\*\*|__)[ \t]*:?[ \t]*$", re.IGNORECASE)
+# A field name of the task's own in bold ("**Text:** ..."): the name stays, the markdown goes.
+_BOLD_NAME = re.compile(r"^([ \t]*)(?:\*\*|__)([A-Za-z][\w ]{0,24}:)(?:\*\*|__)")
+# Classification answers without markers: "[Positive] I love it.", or a heading per label with its inputs below.
+_BRACKETED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?\[([^\]\n]{1,40})\][ \t]+(\S.*)$")
+_LABEL_HEADING = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+(.+?)|(?:\*\*|__)(.+?)(?:\*\*|__)[ \t]*:?)[ \t]*$")
+_BULLETED = re.compile(r"^[ \t]*[-*+•][ \t]+(\S.*)$")
+_CATEGORY = re.compile(r"^[ \t]*(?:\*\*|__)?category(?:\*\*|__)?[ \t]*:(?:\*\*|__)?", re.IGNORECASE)
 
 
 def _marker_line(line: str, classification: bool) -> str | None:
@@ -341,6 +364,8 @@ def _marker_line(line: str, classification: bool) -> str | None:
             return None
         heading = f"Example {example.group('number')}".rstrip()
         return f"{heading}: {rest.strip()}" if rest.strip() else heading
+    if bare := _BARE_FIELD.match(core):
+        return f"{_FIELD_NAMES[' '.join(bare.group(1).lower().split())]}:"
     field = _FIELD.match(core)
     if field is None:
         return None
@@ -411,13 +436,46 @@ def _table_examples(rows: list[list[str]], classification: bool) -> list[dict[st
         found = next((i for i, cell in enumerate(header) if cell in names), None)
         if found is not None:
             columns[field] = found
-    if ("label" if classification else "output") not in columns:
+    wanted = "label" if classification else "output"
+    if wanted in columns and "input" not in columns and len(header) == 2:  # "Label | Message": the other column
+        columns["input"] = 1 - columns[wanted]
+    if wanted not in columns:
         return None
     return [
         {field: plain(row[i]).strip() for field, i in columns.items() if i < len(row)}
         for row in rows[1:]
         if any(cell.strip() for cell in row)
     ]
+
+
+def _unmarked(lines: list[str], classification: bool) -> list[str] | None:
+    """An answer with no marker line in the plain layout, when its fields go by other names ("Q:"/"A:",
+    "Prompt:"/"Response:") or, for classification, its labels come in brackets or as headings; else None."""
+    if any(not (_marker_line(line, classification) or "Example").startswith("Example") for line in lines):
+        return None  # a field marker: the plain layout (an "Example N" heading alone is none)
+    content = [line for line in lines if line.strip() and not is_chatter(line)]
+    if not classification:
+        fields = [_OTHER_FIELD.match(line) for line in lines]
+        names = {m.group("name").lower() in _OTHER_INPUTS for m in fields if m}
+        if names != {True, False}:
+            return None
+        return [
+            (f"{'Input' if m.group('name').lower() in _OTHER_INPUTS else 'Output'}: {m.group('rest')}" if m else line)
+            for line, m in zip(lines, fields, strict=True)
+        ]
+    if any(_CATEGORY.match(line) for line in content):  # "Category: Sports" where "Class label:" would be
+        return [_CATEGORY.sub("Class label:", line) for line in lines]
+    if len(content) >= 2 and all(_BRACKETED.match(line) for line in content):
+        return [f"Class label: {m[1]}\nInput: {m[2]}" for line in content if (m := _BRACKETED.match(line))]
+    out, label = [], None
+    for line in content:
+        if heading := _LABEL_HEADING.match(line):
+            label = plain(heading.group(1) or heading.group(2)).strip().rstrip(":")
+        elif (item := _BULLETED.match(line)) and label:
+            out.append(f"Class label: {label}\nInput: {item.group(1)}")
+        else:
+            return None
+    return out or None
 
 
 def _labels_first(lines: list[str]) -> list[str]:
@@ -456,6 +514,7 @@ def normalise_instances(text: str, classification: bool) -> str:
         return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(examples, 1))
     if lines and lines[0].strip().startswith("```") and lines[-1].strip() == "```":  # the whole answer fenced
         lines = lines[1:-1]
+    lines = _unmarked(lines, classification) or lines
     out: list[str] = []
     seen_marker = aside = False
     for i, line in enumerate(lines):
@@ -475,7 +534,7 @@ def normalise_instances(text: str, classification: bool) -> str:
         elif _RULE.match(line):
             continue  # a markdown rule between two instances
         else:
-            out.append(line)
+            out.append(_BOLD_NAME.sub(r"\1\2", line))
     _drop_trailing_chatter(out)
     if classification:
         out = _labels_first(out)

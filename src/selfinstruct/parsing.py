@@ -113,7 +113,9 @@ _TASK_HEADING = re.compile(
 # What follows the task, not the task: a label line under it ("Category: Writing", "*Why it's new:* ..."), and an
 # explanation after a dash once the task has ended ("Explain X. — tests reasoning").
 _NOTE_LINE = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?[(\[]?[A-Za-z][\w '’/-]{0,24}:[ \t]")
-_TRAILING_NOTE = re.compile(r"(?<=[.?!\"”)])[ \t]+[—–][ \t]+\S.*$")
+_TRAILING_NOTE = re.compile(
+    r"(?<=[.?!\"”)])[ \t]+(?:[—–][ \t]+\S.*|\([A-Za-z][\w '’/-]{0,24}:[^()]*\))$"  # "... — why", "... (Category: X)"
+)
 # A label before the task itself: "Task: Write ...", "Instruction: Write ...".
 _TASK_LABEL = re.compile(r"^(?:task|instruction|prompt)[ \t]*:[ \t]*(?=\S)", re.IGNORECASE)
 _BOLD_TITLE = re.compile(r"^(?:\*\*|__)([^*_\n]{1,80}?)[ \t]*:?[ \t]*(?:\*\*|__)[ \t]*[:-]?[ \t]+(\S.*)$")
@@ -480,10 +482,22 @@ def _unmarked(lines: list[str], classification: bool) -> list[str] | None:
 
 def _labels_first(lines: list[str]) -> list[str]:
     """A classification answer that gives each input before its label ("Input: ...", then "Class label: ..."),
-    turned around: each label line moves in front of the input it follows."""
+    turned around: each label line moves in front of the input it follows. Several inputs under one label each get
+    the label."""
     markers = [line.split(":")[0] for line in lines if _NEXT_LINE_MARKER.match(line)]
-    if "Input" not in markers or "Class label" not in markers or markers.index("Input") > markers.index("Class label"):
+    if "Input" not in markers or "Class label" not in markers:
         return lines
+    if markers.index("Input") > markers.index("Class label"):
+        out, label, previous = [], None, None
+        for line in lines:
+            marker = line.split(":")[0] if _NEXT_LINE_MARKER.match(line) else None
+            if marker == "Input" and previous == "Input" and label is not None:
+                out.append(label)
+            if marker == "Class label":
+                label = line
+            previous = marker or previous
+            out.append(line)
+        return out
     out: list[str] = []
     start = None  # where the current instance's input starts in `out`
     for line in lines:

@@ -194,7 +194,7 @@ def list_items(text: str) -> list[str]:
     tagged = _TAGGED.findall(strip_reasoning(text))
     if len(tagged) >= 2:
         return [item for _, task in tagged if (item := _clean_item(task))]
-    lines = [line for line in strip_reasoning(text).splitlines() if not line.strip().startswith("```")]
+    lines = [line for line in strip_reasoning(text).splitlines() if not _FENCE.match(line)]
     if (rows := table_rows(lines)) is not None:
         return [item for row in rows[1:] if (item := _clean_item(max(row, key=len)))]
     if not any(_item_start(line) is not None for line in lines):
@@ -350,7 +350,6 @@ _BOLD_NAME = re.compile(r"^([ \t]*)(?:\*\*|__)([A-Za-z][\w ]{0,24}:)(?:\*\*|__)"
 # Classification answers without markers: "[Positive] I love it.", or a heading per label with its inputs below.
 _BRACKETED = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)?\[([^\]\n]{1,40})\][ \t]+(\S.*)$")
 _LABEL_HEADING = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+(.+?)|(?:\*\*|__)(.+?)(?:\*\*|__)[ \t]*:?)[ \t]*$")
-_BULLETED = re.compile(r"^[ \t]*[-*+•][ \t]+(\S.*)$")
 _CATEGORY = re.compile(r"^[ \t]*(?:\*\*|__)?category(?:\*\*|__)?[ \t]*:(?:\*\*|__)?", re.IGNORECASE)
 
 
@@ -473,45 +472,44 @@ def _unmarked(lines: list[str], classification: bool) -> list[str] | None:
     for line in content:
         if heading := _LABEL_HEADING.match(line):
             label = plain(heading.group(1) or heading.group(2)).strip().rstrip(":")
-        elif (item := _BULLETED.match(line)) and label:
-            out.append(f"Class label: {label}\nInput: {item.group(1)}")
+        elif (item := _BULLET.match(line)) and item.group(1).strip() and label:
+            out.append(f"Class label: {label}\nInput: {item.group(1).strip()}")
         else:
             return None
     return out or None
 
 
 def _labels_first(lines: list[str]) -> list[str]:
-    """A classification answer that gives each input before its label ("Input: ...", then "Class label: ..."),
-    turned around: each label line moves in front of the input it follows. Several inputs under one label each get
-    the label."""
-    markers = [line.split(":")[0] for line in lines if _NEXT_LINE_MARKER.match(line)]
-    if "Input" not in markers or "Class label" not in markers:
+    """Classification lines in the plain layout with each input preceded by its label: an answer that gives each
+    input first ("Input: ...", then "Class label: ...") is turned around, and several inputs under one label each
+    get it."""
+    fields = [m.group(1) if (m := _INPUT_OR_LABEL.match(line)) else None for line in lines]
+    present = [field for field in fields if field]
+    if "Input" not in present or "Class label" not in present:
         return lines
-    if markers.index("Input") > markers.index("Class label"):
-        out, label, previous = [], None, None
-        for line in lines:
-            marker = line.split(":")[0] if _NEXT_LINE_MARKER.match(line) else None
-            if marker == "Input" and previous == "Input" and label is not None:
-                out.append(label)
-            if marker == "Class label":
-                label = line
-            previous = marker or previous
+    out: list[str] = []
+    if present.index("Input") < present.index("Class label"):
+        start = None  # where the current instance's input starts in `out`
+        for line, field in zip(lines, fields, strict=True):
+            if field == "Input":
+                start = len(out)
+            elif field == "Class label" and start is not None:
+                out.insert(start, line)
+                start = None
+                continue
             out.append(line)
         return out
-    out: list[str] = []
-    start = None  # where the current instance's input starts in `out`
-    for line in lines:
-        if line.startswith("Input:"):
-            start = len(out)
-        elif line.startswith("Class label:") and start is not None:
-            out.insert(start, line)
-            start = None
-            continue
+    label = previous = None
+    for line, field in zip(lines, fields, strict=True):
+        if field == "Input" and previous == "Input" and label is not None:
+            out.append(label)
+        label = line if field == "Class label" else label
+        previous = field or previous
         out.append(line)
     return out
 
 
-_NEXT_LINE_MARKER = re.compile(r"^(?:Input|Class label)(?: \d+)?:")
+_INPUT_OR_LABEL = re.compile(r"^(Input|Class label)(?: \d+)?:")  # in the plain layout ("Class label 2:" too)
 _PLAIN_MARKER = re.compile(r"^(?:Input|Output|Class label)(?: \d+)?:|^Example(?: \d+)?(?::|$)")
 
 

@@ -142,10 +142,9 @@ def _item_start(line: str) -> str | None:
 
 
 def _clean_item(text: str) -> str:
-    title = _BOLD_TITLE.match(text.strip())
     if bold := _BOLD_TASK.match(text.strip()):
         text = bold.group(1)
-    elif title:  # "**Poem:** Write a poem about rain." -> the task, not its title
+    elif title := _BOLD_TITLE.match(text.strip()):  # "**Poem:** Write a poem about rain." -> the task, not its title
         text = title.group(2)
     text = _TASK_LABEL.sub("", plain(text).strip())
     text = _TRAILING_NOTE.sub("", text).strip()
@@ -449,10 +448,11 @@ def _table_examples(rows: list[list[str]], classification: bool) -> list[dict[st
     ]
 
 
-def _unmarked(lines: list[str], classification: bool) -> list[str] | None:
-    """An answer with no marker line in the plain layout, when its fields go by other names ("Q:"/"A:",
-    "Prompt:"/"Response:") or, for classification, its labels come in brackets or as headings; else None."""
-    if any(not (_marker_line(line, classification) or "Example").startswith("Example") for line in lines):
+def _unmarked(lines: list[str], markers: list[str | None], classification: bool) -> list[str] | None:
+    """An answer with no marker line in the plain layout (`markers`: each line's, from `_marker_line`), when its
+    fields go by other names ("Q:"/"A:", "Prompt:"/"Response:") or, for classification, its labels come in brackets
+    or as headings; else None."""
+    if any(not (marker or "Example").startswith("Example") for marker in markers):
         return None  # a field marker: the plain layout (an "Example N" heading alone is none)
     content = [line for line in lines if line.strip() and not is_chatter(line)]
     if not classification:
@@ -526,14 +526,15 @@ def normalise_instances(text: str, classification: bool) -> str:
         return "\n".join(_example_lines(n, e, classification) for n, e in enumerate(examples, 1))
     if lines and lines[0].strip().startswith("```") and lines[-1].strip() == "```":  # the whole answer fenced
         lines = lines[1:-1]
-    lines = _unmarked(lines, classification) or lines
+    markers = [_marker_line(line, classification) for line in lines]
+    if (renamed := _unmarked(lines, markers, classification)) is not None:
+        lines, markers = renamed, [_marker_line(line, classification) for line in renamed]
     out: list[str] = []
     seen_marker = aside = False
-    for i, line in enumerate(lines):
-        marker = _marker_line(line, classification)
+    for i, (line, marker) in enumerate(zip(lines, markers, strict=True)):
         if marker is None and (number := _BARE_NUMBER.match(line)):
-            following = next((x for x in lines[i + 1 :] if x.strip()), "")
-            if _marker_line(following, classification) is not None:  # "1." alone above an instance's fields
+            following = next((m for x, m in zip(lines[i + 1 :], markers[i + 1 :], strict=True) if x.strip()), None)
+            if following is not None:  # "1." alone above an instance's fields
                 marker = f"Example {number.group(1)}"
         if marker is not None:
             _drop_trailing_chatter(out)  # "Here is another example:" between two instances
